@@ -1,0 +1,1 @@
+"""Attendance: Graph notifications in, events, live roster, FHIR write-back, reports (SPEC D)."""

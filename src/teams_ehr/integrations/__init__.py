@@ -1,0 +1,1 @@
+"""Thin framework adapters (Flask, Starlette/FastAPI); never imported by the core."""

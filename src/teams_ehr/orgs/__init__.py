@@ -1,0 +1,1 @@
+"""Organizations: registry, approval state machine, integration records (SPEC C1, C2)."""

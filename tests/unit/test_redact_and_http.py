@@ -1,0 +1,76 @@
+"""Redaction of URLs and logs, and the sans-IO drivers (security.md T08, DESIGN.md rule 3)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+import teams_ehr  # noqa: F401  (installs redaction)
+from teams_ehr._http import ResponseTooLargeError, run_async, run_sync, with_max_bytes
+from teams_ehr._redact import redact_text, redact_url
+from teams_ehr._types import Flow
+from teams_ehr.errors import TransportError
+
+
+def test_redact_url_strips_query_userinfo_fragment() -> None:
+    url = "https://user:pw@ehr.example.org:8443/fhir/Patient?family=CANARY#frag"
+    assert redact_url(url) == "https://ehr.example.org:8443/fhir/Patient"
+
+
+def test_redact_text() -> None:
+    text = "GET https://x.test/cb?code=CANARY1&state=CANARY2 Bearer CANARY3 code=CANARY4"
+    out = redact_text(text)
+    for canary in ("CANARY1", "CANARY2", "CANARY3", "CANARY4"):
+        assert canary not in out
+
+
+def _echo_flow(path: str) -> Flow[int]:
+    response = yield httpx.Request("GET", f"https://fhir.test{path}?patient=CANARY")
+    second = yield httpx.Request("GET", f"https://fhir.test{path}/2")
+    return response.status_code + second.status_code
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/big"):
+        return httpx.Response(200, content=b"x" * 2048)
+    return httpx.Response(200, json={"ok": True})
+
+
+def test_run_sync_and_httpx_log_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with httpx.Client(transport=httpx.MockTransport(_handler)) as client:
+        assert run_sync(_echo_flow("/a"), client) == 400
+    assert "HTTP Request" in caplog.text
+    assert "CANARY" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_run_async() -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(_handler)) as client:
+        assert await run_async(_echo_flow("/a"), client) == 400
+
+
+def test_size_cap_and_transport_error() -> None:
+    def flow() -> Flow[None]:
+        yield with_max_bytes(httpx.Request("GET", "https://fhir.test/big"), 1024)
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(_handler)) as client,
+        pytest.raises(ResponseTooLargeError),
+    ):
+        run_sync(flow(), client)
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def flow2() -> Flow[None]:
+        yield httpx.Request("GET", "https://fhir.test/x?token=CANARY")
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(failing)) as client,
+        pytest.raises(TransportError) as info,
+    ):
+        run_sync(flow2(), client)
+    assert "CANARY" not in str(info.value)
