@@ -31,6 +31,7 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
     │   └── FhirError                  a FHIR server refused a write (status, OperationOutcome codes)
     │       └── FhirUnavailableError   FHIR server down or throttled; retry at ``retry_at``
     └── StorageError                   the store failed (I/O, migration, integrity)
+        └── StorageConflictError       a uniqueness or version rule refused the write
 
 Messages and ``repr`` never contain tokens, secrets, join links or patient identifiers: errors
 carry codes and public metadata only (DESIGN.md rule 5).
@@ -62,6 +63,7 @@ __all__ = [
     "RemoteError",
     "SecurityError",
     "StateInvalidError",
+    "StorageConflictError",
     "StorageError",
     "TeamsEhrError",
     "TokenInvalidError",
@@ -341,3 +343,10 @@ class StorageError(TeamsEhrError):
 
     default_reason = "storage"
     http_status_hint = 503
+
+
+class StorageConflictError(StorageError):
+    """A uniqueness or optimistic-version rule refused the write (nothing was changed)."""
+
+    default_reason = "storage_conflict"
+    http_status_hint = 409

@@ -1,0 +1,335 @@
+"""The storage contract (SPEC C5, C6): records and one narrow protocol per consumer.
+
+Every area states what it needs from storage here, and :class:`Store` is all of them together.
+SQLite (``store.sqlite``, the zero-setup default) and PostgreSQL (``store.postgres``, for many
+instances) implement :class:`Store`; one contract test suite runs on both.
+
+Rules every implementation keeps:
+
+* Every query is scoped to an organization, except the lookups whose key is itself an unguessable
+  hash (state, join-link token) or the issuer registry.
+* Fields named ``payload``, ``join_url`` and ``client_state`` are secrets or PHI-bearing: they are
+  encrypted at rest with AES-GCM, the associated data bound to the organization and the row key.
+* About people, only the EHR user id ↔ Microsoft identity mapping is stored; everything else is
+  IDs of organizations, meetings and rows, hashes, times and role codes.
+* All times are aware UTC datetimes; methods that depend on "now" take it as a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+JsonObject = dict[str, Any]
+
+# -- organizations (C1, C2) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationRow:
+    """An organization's configuration document, owned and validated by ``teams_ehr.orgs``."""
+
+    org_id: str
+    version: int
+    document: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerBinding:
+    """Which organization environment an approved canonical FHIR base belongs to (A1)."""
+
+    canonical_base: str
+    org_id: str
+    environment: Literal["test", "production"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    org_id: str
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: JsonObject
+
+
+class OrganizationStore(Protocol):
+    async def put_organization(
+        self, org_id: str, document: JsonObject, *, expected_version: int | None
+    ) -> int:
+        """Create (``expected_version=None``) or replace at that version; returns the new
+        version. Raises ``StorageConflictError`` on a version mismatch or duplicate create."""
+        ...
+
+    async def get_organization(self, org_id: str) -> OrganizationRow | None: ...
+
+    async def list_organizations(self) -> Sequence[OrganizationRow]: ...
+
+    async def claim_issuer(self, binding: IssuerBinding) -> None:
+        """Bind a canonical base to an org environment; ``StorageConflictError`` if another
+        organization holds it (one active organization per canonical base URL)."""
+        ...
+
+    async def release_issuer(self, canonical_base: str, org_id: str) -> None: ...
+
+    async def resolve_issuer(self, canonical_base: str) -> IssuerBinding | None: ...
+
+    async def append_audit(
+        self, org_id: str, *, at: datetime, actor: str, action: str, detail: JsonObject
+    ) -> AuditEntry:
+        """Append-only: there is no update or delete of audit entries."""
+        ...
+
+    async def list_audit(self, org_id: str) -> Sequence[AuditEntry]: ...
+
+
+# -- launch state (A3, A4, A10) -----------------------------------------------------------------
+
+
+class PendingAuthorizationStore(Protocol):
+    async def put_pending(
+        self, key: str, *, org_id: str, payload: bytes, expires_at: datetime
+    ) -> None:
+        """Store a pending authorization under ``key`` (a hash of ``state``, never the state)."""
+        ...
+
+    async def take_pending(self, key: str, *, now: datetime) -> tuple[str, bytes] | None:
+        """Atomically remove and return ``(org_id, payload)``; ``None`` if unknown or expired
+        (an expired row is removed too). A second take of the same key returns ``None``."""
+        ...
+
+
+class NonceStore(Protocol):
+    async def remember_once(self, namespace: str, key: str, *, expires_at: datetime) -> bool:
+        """``True`` the first time ``(namespace, key)`` is seen before it expires, else
+        ``False``. Keys are hashes (launch values, context links, jti)."""
+        ...
+
+    async def count_hit(self, bucket: str, *, window_start: datetime) -> int:
+        """Increment and return the hit count of ``bucket`` in the window (rate limits)."""
+        ...
+
+
+# -- identity map (B6) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityLink:
+    org_id: str
+    ehr_issuer: str
+    ehr_user_id: str
+    tenant_id: str
+    object_id: str
+    linked_at: datetime
+
+
+class IdentityMapStore(Protocol):
+    async def get_identity(
+        self, org_id: str, ehr_issuer: str, ehr_user_id: str
+    ) -> IdentityLink | None: ...
+
+    async def bind_identity(self, link: IdentityLink) -> None:
+        """``StorageConflictError`` if the EHR user is already bound (re-binding needs unlink)."""
+        ...
+
+    async def unlink_identity(self, org_id: str, ehr_issuer: str, ehr_user_id: str) -> bool: ...
+
+
+# -- meetings and join links (B2, B5, C4) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingRow:
+    org_id: str
+    external_id: str
+    organizer_oid: str
+    meeting_id: str
+    join_url: str
+    start: datetime
+    end: datetime
+    state: Literal["active", "cancelled"]
+    department: str | None = None
+
+
+class MeetingStore(Protocol):
+    async def put_meeting(self, row: MeetingRow) -> None:
+        """Insert or replace by ``(org_id, external_id)``."""
+        ...
+
+    async def get_meeting(self, org_id: str, external_id: str) -> MeetingRow | None: ...
+
+    async def find_meeting_by_id(self, meeting_id: str) -> MeetingRow | None:
+        """Lookup by Graph meeting id (webhooks); the caller checks the organization."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class JoinLinkRow:
+    token_hash: str
+    org_id: str
+    external_id: str
+    not_before: datetime
+    not_after: datetime
+    revoked: bool = False
+
+
+class JoinLinkStore(Protocol):
+    async def put_join_link(self, row: JoinLinkRow) -> None: ...
+
+    async def get_join_link(self, token_hash: str) -> JoinLinkRow | None: ...
+
+    async def revoke_join_links(self, org_id: str, external_id: str) -> int: ...
+
+
+# -- attendance: subscriptions, inbox, outbox, facts (D1–D7) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    subscription_id: str
+    org_id: str
+    external_id: str
+    client_state: str
+    expires_at: datetime
+    state: Literal["pending", "active", "removed"]
+
+
+class SubscriptionStore(Protocol):
+    async def put_subscription(self, row: SubscriptionRow) -> None: ...
+
+    async def get_subscription(self, subscription_id: str) -> SubscriptionRow | None: ...
+
+    async def list_subscriptions_expiring(self, before: datetime) -> Sequence[SubscriptionRow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    org_id: str
+    dedupe_key: str
+    payload: bytes
+    received_at: datetime
+    item_id: int | None = None
+
+
+class InboxStore(Protocol):
+    async def append_inbox(self, items: Sequence[InboxItem]) -> int:
+        """Commit items durably in one transaction; duplicates (same org and dedupe key) are
+        skipped. Returns how many were new. Raises ``StorageError`` if nothing could commit."""
+        ...
+
+    async def claim_inbox(
+        self, *, worker: str, limit: int, now: datetime, lease_until: datetime
+    ) -> Sequence[InboxItem]:
+        """Lease unprocessed items (``SKIP LOCKED`` on PostgreSQL); expired leases return."""
+        ...
+
+    async def complete_inbox(self, item_ids: Sequence[int], *, worker: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    org_id: str
+    idempotency_key: str
+    kind: str
+    payload: bytes
+    not_before: datetime
+    created_at: datetime
+    item_id: int | None = None
+    attempts: int = 0
+    last_reason: str | None = None
+
+
+OutboxState = Literal["pending", "leased", "delivered", "dead"]
+
+
+class OutboxStore(Protocol):
+    async def enqueue_outbox(self, items: Sequence[OutboxItem]) -> int:
+        """Enqueue; an existing ``(org_id, idempotency_key)`` is skipped. Returns new count."""
+        ...
+
+    async def lease_outbox(
+        self, *, worker: str, limit: int, now: datetime, lease_until: datetime
+    ) -> Sequence[OutboxItem]:
+        """Lease due items; no item is leased to two workers at once (``SKIP LOCKED``)."""
+        ...
+
+    async def mark_delivered(self, item_id: int, *, worker: str) -> bool:
+        """Delivered items drop their payload (purged on delivery). ``False`` if the lease was
+        lost (another worker now owns it)."""
+        ...
+
+    async def mark_retry(
+        self, item_id: int, *, worker: str, not_before: datetime, reason: str
+    ) -> bool: ...
+
+    async def mark_dead(self, item_id: int, *, worker: str, reason: str) -> bool: ...
+
+    async def outbox_counts(self) -> dict[OutboxState, int]: ...
+
+    async def list_dead(self, org_id: str | None = None) -> Sequence[OutboxItem]: ...
+
+    async def requeue_dead(self, item_id: int, *, now: datetime) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceFactRow:
+    """One attendance fact without identities: role codes, kinds and source times only."""
+
+    org_id: str
+    external_id: str
+    fact_key: str
+    kind: str
+    role: str
+    participant_key: str
+    at: datetime
+    department: str | None = None
+
+
+class AttendanceFactStore(Protocol):
+    async def record_facts(self, rows: Sequence[AttendanceFactRow]) -> int:
+        """Insert; an existing ``(org_id, fact_key)`` is skipped. Returns new count."""
+        ...
+
+    async def list_facts(self, org_id: str, external_id: str) -> Sequence[AttendanceFactRow]: ...
+
+    async def list_org_facts(
+        self, org_id: str, *, since: datetime, until: datetime
+    ) -> Sequence[AttendanceFactRow]: ...
+
+
+# -- live events across instances (C6, D3) -------------------------------------------------------
+
+
+class EventBus(Protocol):
+    async def publish(self, channel: str, message: str) -> None:
+        """Deliver ``message`` (≤ 7,000 bytes) to every subscriber of ``channel`` on every
+        instance (PostgreSQL ``LISTEN/NOTIFY``; in-process on SQLite)."""
+        ...
+
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages published on ``channel`` after the subscription started."""
+        ...
+
+
+@runtime_checkable
+class Store(
+    OrganizationStore,
+    PendingAuthorizationStore,
+    NonceStore,
+    IdentityMapStore,
+    MeetingStore,
+    JoinLinkStore,
+    SubscriptionStore,
+    InboxStore,
+    OutboxStore,
+    AttendanceFactStore,
+    EventBus,
+    Protocol,
+):
+    """Everything above, plus lifecycle. Open with ``async with``; ``migrate()`` is idempotent."""
+
+    async def migrate(self) -> None: ...
+
+    async def aclose(self) -> None: ...
