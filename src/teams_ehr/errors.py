@@ -6,7 +6,8 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
 
     TeamsEhrError
     ├── UsageError                     local: the caller misused or misconfigured the library
-    │   └── ConfigurationError         invalid configuration (bad key, TTL > cap, unknown org …)
+    │   ├── ConfigurationError         invalid configuration (bad key, TTL > cap, unknown org …)
+    │   └── StateTransitionError       an organization environment cannot take that step now (409)
     ├── SecurityError                  a request was refused to protect the user (input is hostile)
     │   ├── UntrustedIssuerError       `iss` is not an approved, active FHIR base (SMART §app-launch)
     │   ├── LaunchParameterError       `iss`/`launch` missing, too long or with forbidden characters
@@ -16,7 +17,8 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
     │   ├── IdentityBindingError       Microsoft sign-in cannot bind (no launch session, re-bind …)
     │   ├── CrossTenantDeniedError     a token, notification or approver from another tenant
     │   ├── ApprovalRequiredError      the organization environment is not approved and active
-    │   ├── JoinLinkInvalidError       patient join link unknown, expired, revoked or rate-limited
+    │   ├── JoinLinkInvalidError       patient join link unknown, expired or revoked (uniform 404)
+    │   │   └── JoinLinkRateLimitedError  too many join-link attempts from one client (429)
     │   ├── ContextLinkError           Epic context-aware link: bad key, padding, format, stale, replay
     │   └── WebhookRejectedError       a Graph notification failed authentication or validation
     ├── RemoteError                    a peer (EHR, Microsoft Graph/Entra, FHIR server) misbehaved
@@ -54,6 +56,7 @@ __all__ = [
     "GraphThrottledError",
     "IdentityBindingError",
     "JoinLinkInvalidError",
+    "JoinLinkRateLimitedError",
     "LaunchParameterError",
     "LobbyPolicyViolationError",
     "MetadataMismatchError",
@@ -63,6 +66,7 @@ __all__ = [
     "RemoteError",
     "SecurityError",
     "StateInvalidError",
+    "StateTransitionError",
     "StorageConflictError",
     "StorageError",
     "TeamsEhrError",
@@ -106,6 +110,13 @@ class ConfigurationError(UsageError):
     """Configuration is invalid or incomplete."""
 
     default_reason = "configuration"
+
+
+class StateTransitionError(UsageError):
+    """The approval state machine has no such step from the current state (nothing changed)."""
+
+    default_reason = "illegal_transition"
+    http_status_hint = 409
 
 
 # -- hostile or invalid input -------------------------------------------------------------------
@@ -175,6 +186,21 @@ class JoinLinkInvalidError(SecurityError):
 
     default_reason = "join_link_invalid"
     http_status_hint = 404
+
+
+class JoinLinkRateLimitedError(JoinLinkInvalidError):
+    """Too many join-link attempts from one client; the body stays the uniform one (T20).
+
+    ``retry_after`` is in seconds. Only the status (429) differs, never the body, so it reveals
+    nothing about any token.
+    """
+
+    default_reason = "join_link_rate_limited"
+    http_status_hint = 429
+
+    def __init__(self, message: str = "", *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ContextLinkError(SecurityError):
