@@ -145,3 +145,36 @@ class FakeTokenEndpoint:
         return httpx.Response(
             status, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
         )
+
+
+@dataclass
+class JwksEndpoint:
+    """A JWKS URL as an ``httpx.MockTransport`` handler, with scripted failure modes.
+
+    ``mode``: ``ok``, ``down`` (503), ``refuse`` (connection error), ``redirect`` (302 to
+    ``/moved``, which fails the test if fetched), ``huge`` (a body over 64 KiB).
+    """
+
+    keys: list[dict[str, str]]
+    url: str = "https://ehr.test/oauth2/jwks"
+    cache_control: str | None = "max-age=3600"
+    mode: str = "ok"
+    gets: int = 0
+    forbidden_hosts: tuple[str, ...] = ("evil.test",)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host in self.forbidden_hosts or request.url.path == "/moved":
+            raise AssertionError(f"fetched a URL the verifier must never fetch: {request.url}")
+        if str(request.url) != self.url:
+            return httpx.Response(404)
+        self.gets += 1
+        if self.mode == "refuse":
+            raise httpx.ConnectError("refused", request=request)
+        if self.mode == "down":
+            return httpx.Response(503)
+        if self.mode == "redirect":
+            return httpx.Response(302, headers={"Location": "https://ehr.test/moved"})
+        if self.mode == "huge":
+            return httpx.Response(200, json={"keys": self.keys, "pad": "x" * 70_000})
+        headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+        return httpx.Response(200, json={"keys": self.keys}, headers=headers)
