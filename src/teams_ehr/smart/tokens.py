@@ -1,0 +1,389 @@
+"""Token requests, the token response, backend-services tokens and refresh (SPEC A5, A8).
+
+Sources: SMART App Launch 2.2 app-launch §"Obtain access token" and §"Refresh", backend-services,
+RFC 6749 §5.1/§5.2; security.md T09 (fresh assertion per attempt), T15 (refresh single-flight).
+
+Retries. A flow cannot sleep, so :func:`token_request_flow` marks a retry request with the wait
+(``_drive.with_delay``) and :func:`request_token` / :func:`request_token_sync` sleep before sending
+it. Each attempt carries a new client assertion. What is retried:
+
+* ``client_credentials`` (nothing single-use is spent): 429, 502, 503, 504 and network failures;
+* ``authorization_code`` and ``refresh_token`` (the code and a rotating refresh token are
+  single-use, and a replay can revoke the whole grant): only 503 (the server did not process the
+  request) and connection failures before anything was sent.
+
+``Retry-After`` (seconds or HTTP date) is honoured up to ``max_retry_after_seconds``; a longer wait
+ends the attempts. Without it the wait is ``backoff_seconds × 2^(attempt−1)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import anyio
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from teams_ehr._http import with_max_bytes
+from teams_ehr._redact import get_logger, redact_url
+from teams_ehr._types import Clock, Flow
+from teams_ehr.errors import ConfigurationError, OAuthError, TransportError, UsageError
+from teams_ehr.smart._drive import drive_async, drive_sync, with_delay
+from teams_ehr.smart.client_auth import ClientAuthentication
+
+__all__ = [
+    "BackendServicesTokenSource",
+    "RefreshCoordinator",
+    "TokenResponse",
+    "authorization_code_form",
+    "client_credentials_form",
+    "refresh_form",
+    "request_token",
+    "request_token_sync",
+    "token_request_flow",
+]
+
+_log = get_logger(__name__)
+
+MAX_TOKEN_RESPONSE_BYTES = 262_144
+_SINGLE_USE_GRANTS = frozenset({"authorization_code", "refresh_token"})
+_RETRYABLE = frozenset({429, 502, 503, 504})
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class TokenResponse(BaseModel):
+    """A token endpoint's success response (RFC 6749 §5.1, SMART app-launch).
+
+    Launch context (``patient``, ``encounter``, ``fhirContext``, Epic's extras …) stays in
+    ``model_extra``. ``repr`` shows key names only, never tokens or context values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", hide_input_in_errors=True)
+
+    access_token: SecretStr
+    token_type: str
+    expires_in: int | None = Field(default=None, ge=0)
+    scope: str | None = None
+    id_token: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+
+    @field_validator("token_type")
+    @classmethod
+    def _bearer_only(cls, value: str) -> str:
+        if value.lower() != "bearer":  # Epic sends "bearer"
+            raise ValueError("token_type must be Bearer")
+        return "Bearer"
+
+    @property
+    def granted_scopes(self) -> frozenset[str]:
+        """The scopes the server granted (may differ from those requested: inspect them)."""
+        return frozenset((self.scope or "").split())
+
+    def __repr_args__(self) -> Any:
+        yield "token_type", self.token_type
+        yield "expires_in", self.expires_in
+        yield "scope", self.scope
+        yield "extra_keys", sorted(self.model_extra or {})
+
+
+def authorization_code_form(code: str, redirect_uri: str, code_verifier: str) -> dict[str, str]:
+    """The body of an authorization-code token request (SMART app-launch, PKCE)."""
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+    }
+
+
+def refresh_form(refresh_token: SecretStr | str, scope: str | None = None) -> dict[str, str]:
+    """The body of a refresh request; ``scope`` must be a subset of the original grant."""
+    token = (
+        refresh_token.get_secret_value() if isinstance(refresh_token, SecretStr) else refresh_token
+    )
+    form = {"grant_type": "refresh_token", "refresh_token": token}
+    if scope:
+        form["scope"] = scope
+    return form
+
+
+def client_credentials_form(scopes: Sequence[str]) -> dict[str, str]:
+    """The body of a SMART Backend Services token request (``system/...`` scopes)."""
+    if (
+        isinstance(scopes, str)
+        or not scopes
+        or any(not s or s != s.strip() or " " in s for s in scopes)
+    ):
+        raise UsageError("scopes must be a non-empty list of single scopes", reason="bad_scopes")
+    return {"grant_type": "client_credentials", "scope": " ".join(scopes)}
+
+
+def _retry_after(response: httpx.Response, now: datetime) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - now).total_seconds()) if when.tzinfo else None
+
+
+def _oauth_error(response: httpx.Response) -> OAuthError:
+    status = response.status_code
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
+        description = body.get("error_description") if isinstance(body, dict) else None
+        text = description[:500] if isinstance(description, str) else None
+        return OAuthError(error=error, description=text, status_code=status)
+    if status in (429, 503):
+        return OAuthError(error="temporarily_unavailable", status_code=status)
+    error = "server_error" if status >= 500 else "invalid_response"
+    return OAuthError(error=error, status_code=status)
+
+
+def _token_response(response: httpx.Response) -> TokenResponse:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise OAuthError(error="invalid_response", status_code=response.status_code) from None
+    if isinstance(body, dict) and "access_token" not in body and "error" in body:
+        raise _oauth_error(response)
+    try:
+        return TokenResponse.model_validate(body)
+    except ValidationError:
+        raise OAuthError(error="invalid_response", status_code=response.status_code) from None
+
+
+def token_request_flow(
+    token_endpoint: str,
+    form: Mapping[str, str],
+    auth: ClientAuthentication,
+    *,
+    clock: Clock,
+    max_attempts: int = 3,
+    max_retry_after_seconds: float = 30.0,
+    backoff_seconds: float = 1.0,
+) -> Flow[TokenResponse]:
+    """POST ``form`` (form-urlencoded) to the token endpoint; see the module doc for retries."""
+    if max_attempts < 1 or not 0 <= max_retry_after_seconds <= 60:
+        raise ConfigurationError("bad retry settings", reason="bad_retry_settings")
+    single_use = form.get("grant_type") in _SINGLE_USE_GRANTS
+    delay = 0.0
+    for attempt in range(1, max_attempts + 1):
+        auth_form, auth_headers = auth.token_request_auth(token_endpoint, now=clock())
+        if auth_form.keys() & form.keys():
+            raise UsageError("client authentication overrides a form field", reason="form_clash")
+        request = httpx.Request(
+            "POST",
+            token_endpoint,
+            data={**form, **auth_form},
+            headers={"Accept": "application/json", **auth_headers},
+        )
+        with_delay(with_max_bytes(request, MAX_TOKEN_RESPONSE_BYTES), delay)
+        backoff = backoff_seconds * 2 ** (attempt - 1)
+        last = attempt == max_attempts
+        try:
+            response = yield request
+        except TransportError as exc:
+            never_sent = isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+            if last or (single_use and not never_sent):
+                raise
+            delay = backoff
+            continue
+        _log.info(
+            "token request to %s: HTTP %d (attempt %d)",
+            redact_url(token_endpoint),
+            response.status_code,
+            attempt,
+        )
+        if response.status_code == 200:
+            return _token_response(response)
+        retryable = response.status_code == 503 or (
+            not single_use and response.status_code in _RETRYABLE
+        )
+        wait = _retry_after(response, clock())
+        wait = backoff if wait is None else wait
+        if last or not retryable or wait > max_retry_after_seconds:
+            raise _oauth_error(response)
+        delay = wait
+    raise UsageError("unreachable: max_attempts ≥ 1")  # pragma: no cover
+
+
+async def request_token(
+    client: httpx.AsyncClient,
+    token_endpoint: str,
+    form: Mapping[str, str],
+    auth: ClientAuthentication,
+    *,
+    clock: Clock,
+    max_attempts: int = 3,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> TokenResponse:
+    """Run :func:`token_request_flow` on ``client``, sleeping between attempts as asked."""
+    flow = token_request_flow(token_endpoint, form, auth, clock=clock, max_attempts=max_attempts)
+    return await drive_async(flow, client, sleep=sleep)
+
+
+def request_token_sync(
+    client: httpx.Client,
+    token_endpoint: str,
+    form: Mapping[str, str],
+    auth: ClientAuthentication,
+    *,
+    clock: Clock,
+    max_attempts: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TokenResponse:
+    """Synchronous :func:`request_token`."""
+    flow = token_request_flow(token_endpoint, form, auth, clock=clock, max_attempts=max_attempts)
+    return drive_sync(flow, client, sleep=sleep)
+
+
+class BackendServicesTokenSource:
+    """A SMART Backend Services access token, cached until shortly before it expires.
+
+    Concurrent callers share one token request (single-flight). Call :meth:`invalidate` after a
+    FHIR server answered 401 with this token.
+    """
+
+    def __init__(
+        self,
+        token_endpoint: str,
+        auth: ClientAuthentication,
+        scopes: Sequence[str],
+        *,
+        clock: Clock,
+        refresh_margin_seconds: int = 60,
+        default_lifetime_seconds: int = 300,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._endpoint = token_endpoint
+        self._auth = auth
+        self._form = client_credentials_form(scopes)
+        self._clock = clock
+        self._margin = timedelta(seconds=refresh_margin_seconds)
+        self._default_lifetime = timedelta(seconds=default_lifetime_seconds)
+        self._sleep = sleep
+        self._token: SecretStr | None = None
+        self._refresh_at = datetime.min.replace(tzinfo=UTC)
+        self._granted: frozenset[str] = frozenset()
+        self._lock: anyio.Lock | None = None
+
+    @property
+    def granted_scopes(self) -> frozenset[str]:
+        """Scopes of the current token (Epic grants its registered APIs, whatever we asked)."""
+        return self._granted
+
+    def _fresh(self) -> SecretStr | None:
+        if self._token is not None and self._clock() < self._refresh_at:
+            return self._token
+        return None
+
+    async def get_token(self, client: httpx.AsyncClient) -> SecretStr:
+        """A valid access token, requesting a new one only when needed."""
+        if (token := self._fresh()) is not None:
+            return token
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if (token := self._fresh()) is not None:
+                return token
+            issued_at = self._clock()
+            response = await request_token(
+                client, self._endpoint, self._form, self._auth, clock=self._clock, sleep=self._sleep
+            )
+            lifetime = (
+                timedelta(seconds=response.expires_in)
+                if response.expires_in is not None
+                else self._default_lifetime
+            )
+            self._refresh_at = issued_at + lifetime - min(self._margin, lifetime / 2)
+            self._token, self._granted = response.access_token, response.granted_scopes
+            return response.access_token
+
+    def invalidate(self) -> None:
+        """Forget the cached token (the next :meth:`get_token` requests a new one)."""
+        self._token = None
+
+    def __repr__(self) -> str:
+        return f"<BackendServicesTokenSource endpoint={redact_url(self._endpoint)}>"
+
+
+@dataclass
+class _Refresh:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: TokenResponse | None = None
+    error: BaseException | None = None
+
+
+class RefreshCoordinator:
+    """Single-flight refresh per grant; the rotated refresh token is persisted before use (T15).
+
+    ``persist`` receives the new :class:`TokenResponse` (with the rotated ``refresh_token`` when the
+    server rotated it) and must store it durably; only then is the response returned. The POST and
+    ``persist`` are shielded from cancellation: once a single-use refresh token is spent, losing its
+    replacement would kill the grant. If ``persist`` fails the error propagates and the new tokens
+    are never used; the grant must be re-launched. ``invalid_grant`` surfaces as an
+    :class:`~teams_ehr.errors.OAuthError` with ``reason="reauthorization_required"``.
+    """
+
+    def __init__(self, persist: Callable[[TokenResponse], Awaitable[None]]) -> None:
+        self._persist = persist
+        self._in_flight: dict[str, _Refresh] = {}
+
+    async def refresh(
+        self,
+        grant_key: str,
+        refresh_token: SecretStr,
+        client: httpx.AsyncClient,
+        token_endpoint: str,
+        auth: ClientAuthentication,
+        clock: Clock,
+        *,
+        scope: str | None = None,
+    ) -> TokenResponse:
+        """Refresh grant ``grant_key``; concurrent callers share one request and its result."""
+        running = self._in_flight.get(grant_key)
+        if running is not None:
+            await running.done.wait()
+            if running.result is None:
+                raise running.error or UsageError("refresh failed")
+            return running.result
+        running = self._in_flight[grant_key] = _Refresh()
+        try:
+            with anyio.CancelScope(shield=True):
+                form = refresh_form(refresh_token, scope)
+                try:
+                    response = await request_token(client, token_endpoint, form, auth, clock=clock)
+                except OAuthError as exc:
+                    if exc.error != "invalid_grant":
+                        raise
+                    raise OAuthError(
+                        error=exc.error,
+                        description=exc.description,
+                        status_code=exc.status_code,
+                        reason="reauthorization_required",
+                    ) from None
+                await self._persist(response)
+            running.result = response
+            return response
+        except BaseException as exc:
+            running.error = exc
+            raise
+        finally:
+            del self._in_flight[grant_key]
+            running.done.set()
