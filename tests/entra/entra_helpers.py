@@ -68,3 +68,21 @@ def certificate() -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+class MemoryPendingStore:
+    """A dict-backed :class:`~teams_ehr.store.protocol.PendingAuthorizationStore`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, bytes, datetime]] = {}
+
+    async def put_pending(
+        self, key: str, *, org_id: str, payload: bytes, expires_at: datetime
+    ) -> None:
+        self.rows[key] = (org_id, payload, expires_at)
+
+    async def take_pending(self, key: str, *, now: datetime) -> tuple[str, bytes] | None:
+        row = self.rows.pop(key, None)
+        if row is None or row[2] <= now:
+            return None
+        return row[0], row[1]
