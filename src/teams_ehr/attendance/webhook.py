@@ -1,0 +1,370 @@
+"""The Graph webhook, framework-free: validation handshake and change notifications (SPEC D1).
+
+Integrations translate a request into :func:`handle_validation` / :func:`handle_notifications`
+and the returned :class:`WebhookResult` back into a response (DESIGN.md rule 11).
+
+**Handshake** (Graph docs, *Receive change notifications through webhooks*, "notificationUrl
+validation"; security.md T21): Graph POSTs ``?validationToken=…`` when a subscription is created;
+we answer ``200 text/plain`` with the URL-decoded token within 10 s — but only while one of our
+own subscription requests is pending (:class:`PendingHandshakes`, no database on this path), the
+token at most 1 KiB, ``X-Content-Type-Options: nosniff``; otherwise ``404``.
+
+**Notifications** (security.md T22–T24, T34, §3.2 I1): size and depth caps, then per item: the
+subscription must be ours and active, ``clientState`` equal (:func:`hmac.compare_digest`), the
+item's tenant the organization's tenant; every ``validationTokens`` JWT is verified and must cover
+each rich item's tenant; ``encryptedContent`` is HMAC-checked and decrypted; the event time must
+be plausible (not > 5 min ahead, not older than Graph's 4 h retry window). Accepted items are
+reduced to name-free envelopes and **committed to the inbox before the 2xx**; if that commit fails
+the answer is ``503`` so Graph redelivers. Status policy, following Graph's guidance ("respond
+202 … even if validation later fails … prevents rogue actors from finding out if they passed"):
+a well-formed collection always gets ``202`` — forged or invalid items are dropped with a
+``security_event`` log line and never stored; a body that is not a change-notification collection
+gets ``400``/``413``; a key server we cannot reach (JWKS down) gets ``503`` so Graph retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+from urllib.parse import parse_qsl
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+
+from teams_ehr._redact import get_logger
+from teams_ehr.attendance.notification_crypto import decrypt_encrypted_content
+from teams_ehr.attendance.notifications import (
+    CallEventEnvelope,
+    ChangeNotification,
+    ChangeNotificationCollection,
+    LifecycleEnvelope,
+    ParticipantKeyer,
+    parse_call_event,
+)
+from teams_ehr.errors import RemoteError, TokenInvalidError, WebhookRejectedError
+from teams_ehr.store.protocol import InboxItem, InboxStore, SubscriptionRow, SubscriptionStore
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "HandshakeKind",
+    "PendingHandshakes",
+    "ValidationTokenVerifier",
+    "WebhookResult",
+    "WebhookSecurity",
+    "handle_notifications",
+    "handle_validation",
+]
+
+_log = get_logger(__name__)
+
+MAX_BODY_BYTES = 1_048_576
+MAX_JSON_DEPTH = 32
+MAX_VALIDATION_TOKEN_CHARS = 1024
+HANDSHAKE_WINDOW = timedelta(seconds=10)
+HandshakeKind = Literal["notification", "lifecycle"]
+_TEXT = "text/plain; charset=utf-8"
+_NOSNIFF = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """The response to send, plus what happened (for logs, metrics and tests; not sent)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = _TEXT
+    headers: tuple[tuple[str, str], ...] = _NOSNIFF
+    accepted: int = 0
+    rejected: tuple[str, ...] = ()
+
+
+class PendingHandshakes:
+    """Which webhook paths may answer a validation handshake right now (process-local).
+
+    :class:`~teams_ehr.attendance.subscriptions.SubscriptionManager` opens a window before it
+    POSTs ``/subscriptions`` and closes it when Graph answered: Graph validates synchronously
+    during that request, and only then. Several windows may overlap (concurrent creations).
+    """
+
+    def __init__(self, window: timedelta = HANDSHAKE_WINDOW) -> None:
+        self._window = window
+        self._open: dict[int, tuple[frozenset[HandshakeKind], datetime]] = {}
+        self._next = 0
+
+    def open(self, now: datetime, kinds: frozenset[HandshakeKind]) -> int:
+        self._next += 1
+        self._open[self._next] = (kinds, now + self._window)
+        return self._next
+
+    def close(self, handle: int) -> None:
+        self._open.pop(handle, None)
+
+    def is_pending(self, kind: HandshakeKind, now: datetime) -> bool:
+        for handle, (kinds, until) in list(self._open.items()):
+            if until < now:
+                del self._open[handle]
+            elif kind in kinds:
+                return True
+        return False
+
+
+def handle_validation(
+    query: Mapping[str, str] | str | bytes,
+    *,
+    handshakes: PendingHandshakes,
+    kind: HandshakeKind,
+    now: datetime,
+) -> WebhookResult:
+    """Answer Graph's validation request on the ``kind`` path (T21).
+
+    ``query`` is either the raw query string (decoded here, exactly once) or the mapping a
+    framework already decoded. The token is opaque: echoed byte-exact, never logged.
+    """
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    if isinstance(query, str):
+        try:
+            query = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=20))
+        except ValueError:
+            return WebhookResult(status=400, body=b"bad request", rejected=("malformed_query",))
+    token = query.get("validationToken")
+    if token is None:
+        return WebhookResult(status=400, body=b"bad request", rejected=("no_validation_token",))
+    if len(token) > MAX_VALIDATION_TOKEN_CHARS:
+        return WebhookResult(
+            status=400, body=b"bad request", rejected=("validation_token_too_long",)
+        )
+    if not handshakes.is_pending(kind, now):
+        _log.warning(
+            "webhook validation refused: no pending subscription",
+            extra={"security_event": "validation_not_pending"},
+        )
+        return WebhookResult(status=404, body=b"not found", rejected=("validation_not_pending",))
+    return WebhookResult(status=200, body=token.encode("utf-8"), accepted=1)
+
+
+class ValidationTokenVerifier(Protocol):
+    """Verifies one ``validationTokens`` JWT (Graph docs, *rich notifications*, "How to
+    validate"); returns the token's tenant id. Raises :class:`TokenInvalidError` when the token is
+    bad and :class:`RemoteError` when the keys cannot be fetched."""
+
+    async def __call__(self, token: str, *, tenant_ids: frozenset[str], now: datetime) -> str: ...
+
+
+@dataclass(frozen=True)
+class WebhookSecurity:
+    """Everything the notification handler needs to authenticate a delivery."""
+
+    token_verifier: ValidationTokenVerifier
+    decryption_keys: Mapping[str, rsa.RSAPrivateKey] = field(repr=False)
+    org_tenant: Callable[[str], Awaitable[str | None]]
+    keyer: ParticipantKeyer
+    max_future_skew: timedelta = timedelta(minutes=5)
+    max_event_age: timedelta = timedelta(hours=4, minutes=15)
+    subscription_grace: timedelta = timedelta(minutes=5)
+
+
+def _json_depth_ok(body: bytes, limit: int) -> bool:
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class _RejectedError(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+async def handle_notifications(
+    body: bytes,
+    *,
+    security: WebhookSecurity,
+    inbox: InboxStore,
+    subscriptions: SubscriptionStore,
+    now: datetime,
+) -> WebhookResult:
+    """Authenticate a change-notification POST and commit what is genuine to the inbox."""
+    if len(body) > MAX_BODY_BYTES:
+        return WebhookResult(status=413, body=b"too large", rejected=("body_too_large",))
+    if not _json_depth_ok(body, MAX_JSON_DEPTH):
+        return WebhookResult(status=400, body=b"bad request", rejected=("json_too_deep",))
+    try:
+        collection = ChangeNotificationCollection.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        return WebhookResult(status=400, body=b"bad request", rejected=("malformed_body",))
+
+    rejected: list[str] = []
+    candidates: list[tuple[ChangeNotification, SubscriptionRow, str]] = []
+    for item in collection.value:
+        try:
+            row, tenant = await _authenticate_item(item, security, subscriptions, now)
+        except _RejectedError as exc:
+            rejected.append(exc.reason)
+            continue
+        candidates.append((item, row, tenant))
+
+    try:
+        verified_tenants = await _verify_tokens(collection, candidates, security, now)
+    except RemoteError:
+        _log.warning("webhook: validation keys unavailable; asking Graph to redeliver")
+        return WebhookResult(status=503, body=b"unavailable", rejected=("keys_unavailable",))
+    except _RejectedError as exc:
+        _security_event(exc.reason, count=len(collection.value))
+        return WebhookResult(status=202, rejected=(exc.reason,) * len(collection.value))
+
+    items: list[InboxItem] = []
+    for item, row, tenant in candidates:
+        try:
+            items.append(_inbox_item(item, row, tenant, verified_tenants, security, now))
+        except _RejectedError as exc:
+            rejected.append(exc.reason)
+    for reason in rejected:
+        _security_event(reason, count=1)
+    if items:
+        try:
+            await inbox.append_inbox(items)
+        except Exception:
+            _log.exception("webhook: inbox commit failed; answering 503 so Graph redelivers")
+            return WebhookResult(status=503, body=b"unavailable", rejected=("inbox_unavailable",))
+    return WebhookResult(status=202, accepted=len(items), rejected=tuple(rejected))
+
+
+def _security_event(reason: str, *, count: int) -> None:
+    _log.warning(
+        "webhook notification dropped: %s (%d)", reason, count, extra={"security_event": reason}
+    )
+
+
+async def _authenticate_item(
+    item: ChangeNotification,
+    security: WebhookSecurity,
+    subscriptions: SubscriptionStore,
+    now: datetime,
+) -> tuple[SubscriptionRow, str]:
+    row = await subscriptions.get_subscription(item.subscription_id)
+    if row is None:
+        raise _RejectedError("unknown_subscription")
+    if row.state != "active" or row.expires_at + security.subscription_grace < now:
+        raise _RejectedError("subscription_inactive")
+    sent = item.client_state.get_secret_value() if item.client_state is not None else ""
+    if not hmac.compare_digest(sent.encode(), row.client_state.encode()):
+        raise _RejectedError("client_state_mismatch")
+    tenant = await security.org_tenant(row.org_id)
+    item_tenant = item.effective_tenant
+    if tenant is None or item_tenant is None or item_tenant.lower() != tenant.lower():
+        raise _RejectedError("cross_tenant")
+    return row, tenant.lower()
+
+
+async def _verify_tokens(
+    collection: ChangeNotificationCollection,
+    candidates: list[tuple[ChangeNotification, SubscriptionRow, str]],
+    security: WebhookSecurity,
+    now: datetime,
+) -> frozenset[str]:
+    """Verify every token (any failure rejects the whole batch, T23); the tenants they cover.
+
+    Nothing to store, nothing to verify: forged batches cost no key fetch."""
+    if not candidates:
+        return frozenset()
+    tenants = frozenset(
+        t.lower() for t in (i.effective_tenant for i in collection.value) if t is not None
+    )
+    verified: set[str] = set()
+    for token in collection.validation_tokens:
+        try:
+            verified.add(
+                (await security.token_verifier(token, tenant_ids=tenants, now=now)).lower()
+            )
+        except TokenInvalidError as exc:
+            raise _RejectedError(f"validation_token_{exc.reason}") from None
+    return frozenset(verified)
+
+
+def _inbox_item(
+    item: ChangeNotification,
+    row: SubscriptionRow,
+    tenant: str,
+    verified_tenants: frozenset[str],
+    security: WebhookSecurity,
+    now: datetime,
+) -> InboxItem:
+    if item.lifecycle_event is not None:
+        envelope_json = LifecycleEnvelope(
+            subscription_id=row.subscription_id,
+            org_id=row.org_id,
+            external_id=row.external_id,
+            lifecycle_event=item.lifecycle_event,
+            received_at=now,
+        ).model_dump_json()
+        expiry = item.subscription_expiration_date_time
+        dedupe = _digest(
+            "lifecycle",
+            row.subscription_id,
+            item.lifecycle_event,
+            expiry.isoformat() if expiry else "",
+            item.id or "",
+        )
+        return InboxItem(row.org_id, dedupe, envelope_json.encode(), now)
+    if item.encrypted_content is None:
+        raise _RejectedError("not_rich")
+    if tenant not in verified_tenants:
+        raise _RejectedError("validation_token_missing")
+    try:
+        plaintext = decrypt_encrypted_content(item.encrypted_content, security.decryption_keys)
+        document = json.loads(plaintext)
+        if not isinstance(document, dict):
+            raise WebhookRejectedError("not an object", reason="malformed_call_event")
+        event_type, at, changes = parse_call_event(
+            document, org_id=row.org_id, keyer=security.keyer
+        )
+    except WebhookRejectedError as exc:
+        raise _RejectedError(exc.reason) from None
+    except ValueError:
+        raise _RejectedError("malformed_call_event") from None
+    if at > now + security.max_future_skew:
+        raise _RejectedError("event_in_future")
+    if at < now - security.max_event_age:
+        raise _RejectedError("event_stale")
+    envelope = CallEventEnvelope(
+        subscription_id=row.subscription_id,
+        org_id=row.org_id,
+        external_id=row.external_id,
+        tenant_id=tenant,
+        event_type=event_type,
+        at=at,
+        changes=changes,
+    )
+    payload = envelope.model_dump_json().encode()
+    resource_digest = hashlib.sha256((item.resource or "").encode()).hexdigest()
+    dedupe = _digest(
+        row.subscription_id,
+        resource_digest,
+        item.change_type or "",
+        hashlib.sha256(payload).hexdigest(),
+    )
+    return InboxItem(row.org_id, dedupe, payload, now)
