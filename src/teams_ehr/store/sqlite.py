@@ -1,0 +1,203 @@
+"""The embedded default store: SQLite (SPEC C5), zero setup, one process (or a few on one host).
+
+Runs the stdlib ``sqlite3`` module in worker threads through ``anyio.to_thread.run_sync`` with one
+connection and a capacity limiter of one, so it works on asyncio and trio. Every write is one
+``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two processes on one file
+serialize (``busy_timeout`` waits for the lock) and never lease one row twice.
+
+Durability (SQLite docs "Write-Ahead Logging" and "PRAGMA synchronous"): the file runs in WAL mode
+with ``synchronous=NORMAL``. A commit then survives a process crash (``kill -9``) because its WAL
+frames are written before COMMIT returns; a power loss can roll back only a *suffix* of the last
+commits, never one in the middle, so the file stays consistent. Writes that must also survive a
+power loss — the webhook inbox (security.md §3.2 I1: "committed, fsync'd" before Graph gets a
+2xx), outbox enqueues, attendance facts, organizations, issuers, audit, identities, meetings,
+join links, subscriptions and the replay cache — commit with ``synchronous=FULL``: the WAL is
+fsync'd before COMMIT returns, which also makes every earlier commit durable. Leases, outbox
+marks, pending authorizations and rate counters stay NORMAL: losing one costs a redelivery (made
+idempotent by the outbox, I3) or a re-launch. ``append_inbox`` writes a batch with one
+``executemany`` in one transaction, so the fsync is paid once per batch.
+
+Live events are in-process (:mod:`teams_ehr.store._bus`); several instances need PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from teams_ehr._redact import get_logger
+from teams_ehr._types import Clock, utc_now
+from teams_ehr.errors import StorageError, UsageError
+from teams_ehr.store import _common as c
+from teams_ehr.store._base import SqlStore, Stmt
+from teams_ehr.store._bus import LocalHub, Subscription, check_event
+from teams_ehr.store.crypto import FieldCipher
+from teams_ehr.store.migrations import SCHEMA_MIGRATIONS_DDL, pending_migrations
+
+__all__ = ["SqliteStore"]
+
+log = get_logger(__name__)
+
+
+class SqliteStore(SqlStore):
+    """:class:`~teams_ehr.store.protocol.Store` on one SQLite file (or ``":memory:"``)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        cipher: FieldCipher,
+        clock: Clock = utc_now,
+        busy_timeout_ms: int = 5000,
+        event_buffer: int = 1000,
+        auto_migrate: bool = True,
+    ) -> None:
+        super().__init__(cipher=cipher, clock=clock)
+        self._path = path
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._auto_migrate = auto_migrate
+        self._hub = LocalHub(event_buffer)
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore open={self._conn is not None}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect (WAL, busy timeout) and, unless disabled, apply the migrations."""
+        if self._conn is None:
+            try:
+                self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open SQLite ({type(exc).__name__})") from None
+        if self._auto_migrate:
+            await self.migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self._busy_timeout_ms / 1000,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        if self._path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def aclose(self) -> None:
+        self._hub.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def migrate(self) -> None:
+        """Apply pending migrations under the write lock (idempotent)."""
+        conn = self._require()
+
+        def run() -> None:
+            conn.execute(SCHEMA_MIGRATIONS_DDL["sqlite"])
+            applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in pending_migrations(applied):
+                for statement in migration.sqlite:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, c.to_micros(self._clock())),
+                )
+
+        try:
+            await self._in_thread(lambda: self._transaction(conn, run, durable=True))
+        except StorageError as exc:
+            raise StorageError("schema migration failed", reason="migration_failed") from exc
+
+    # -- engine -------------------------------------------------------------------------------
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise UsageError("the store is not open (use `async with`)", reason="store_closed")
+        return self._conn
+
+    def _enc(self, value: datetime) -> int:
+        return c.to_micros(value)
+
+    def _dec(self, value: Any) -> datetime:
+        return c.from_micros(int(value))
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, run: Any, *, durable: bool) -> Any:
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = run()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _in_thread(self, call: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        except sqlite3.IntegrityError:
+            raise StorageError("the database refused the write", reason="integrity") from None
+        except sqlite3.Error as exc:
+            log.warning("sqlite operation failed: %s", type(exc).__name__)
+            raise StorageError(f"SQLite failed ({type(exc).__name__})") from None
+
+    async def _tx(
+        self, stmts: Sequence[Stmt], *, write: bool = True, durable: bool = False
+    ) -> list[Any]:
+        conn = self._require()
+
+        def run() -> list[Any]:
+            results: list[Any] = []
+            for stmt in stmts:
+                if stmt.mode == "many":
+                    before = conn.total_changes
+                    conn.executemany(stmt.sql, stmt.args)
+                    results.append(conn.total_changes - before)
+                    continue
+                cur = conn.execute(stmt.sql, stmt.args)
+                if stmt.mode == "one":
+                    results.append(cur.fetchone())
+                elif stmt.mode == "all":
+                    results.append(cur.fetchall())
+                else:
+                    results.append(cur.rowcount)
+            return results
+
+        if not write:
+            return list(await self._in_thread(run))
+        return list(await self._in_thread(lambda: self._transaction(conn, run, durable=durable)))
+
+    # -- live events (in-process) -------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        check_event(channel, message)
+        self._require()
+        self._hub.deliver(channel, message)
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, channel: str) -> Subscription:
+        return self._hub.subscribe(channel)

@@ -1,0 +1,138 @@
+"""Fixtures of the store contract suite: one test body, every engine (SPEC C5).
+
+Tests that take the ``engine`` fixture run on SQLite (a file and ``:memory:``, each on asyncio
+and trio) and on PostgreSQL (asyncio only: psycopg's async connections do not run on trio), at
+``postgresql://postgres@127.0.0.1:5432/test``. Each PostgreSQL test gets its own schema
+(``teams_ehr_test_<random>``, selected through ``search_path`` in the DSN) that is dropped
+afterwards, so parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from store_helpers import FakeClock
+
+from teams_ehr.store.crypto import FieldCipher
+from teams_ehr.store.postgres import PostgresStore
+from teams_ehr.store.sqlite import SqliteStore
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _trio_runs_anyio_threads() -> bool:
+    """anyio 4.16 needs trio >= 0.32 (``abandon_on_cancel``); some machines have 0.22."""
+    import trio.to_thread
+
+    return "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters
+
+
+TRIO_OK = _trio_runs_anyio_threads()
+EVENT_BUFFER = 16
+
+ENGINES = [
+    pytest.param("sqlite-file", "asyncio", id="sqlite-file-asyncio"),
+    pytest.param("sqlite-file", "trio", id="sqlite-file-trio"),
+    pytest.param("sqlite-memory", "asyncio", id="sqlite-memory-asyncio"),
+    pytest.param("sqlite-memory", "trio", id="sqlite-memory-trio"),
+    pytest.param("postgres", "asyncio", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize(("engine", "anyio_backend"), ENGINES)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def key() -> bytes:
+    return bytes(range(32))
+
+
+@pytest.fixture
+def cipher(key: bytes) -> FieldCipher:
+    return FieldCipher(key)
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A DSN whose ``search_path`` is a fresh schema, dropped after the test."""
+    schema = f"teams_ehr_test_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class StoreMaker:
+    """Builds stores of one engine that share one database (two "instances")."""
+
+    def __init__(
+        self, engine: str, path: Path, cipher: FieldCipher, clock: FakeClock, dsn: str | None
+    ) -> None:
+        self.engine, self.path, self.cipher, self.clock, self.dsn = engine, path, cipher, clock, dsn
+        self._memory: SqliteStore | None = None
+
+    @property
+    def shares_database(self) -> bool:
+        """Whether :meth:`make` returns separate instances over one database."""
+        return self.engine != "sqlite-memory"
+
+    def make(
+        self, *, cipher: FieldCipher | None = None, **kwargs: object
+    ) -> SqliteStore | PostgresStore:
+        cipher = cipher or self.cipher
+        if self.engine == "postgres":
+            assert self.dsn is not None
+            return PostgresStore(self.dsn, cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
+        if self.engine == "sqlite-file":
+            return SqliteStore(str(self.path), cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
+        return SqliteStore(":memory:", cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def maker(
+    engine: str,
+    tmp_path: Path,
+    cipher: FieldCipher,
+    clock: FakeClock,
+    request: pytest.FixtureRequest,
+) -> StoreMaker:
+    if request.getfixturevalue("anyio_backend") == "trio" and not TRIO_OK:
+        pytest.skip("installed trio is older than anyio needs (trio>=0.32): SQLite-on-trio skipped")
+    dsn = request.getfixturevalue("pg_dsn") if engine == "postgres" else None
+    return StoreMaker(engine, tmp_path / "store.db", cipher, clock, dsn)
+
+
+@pytest.fixture
+async def store(
+    maker: StoreMaker, anyio_backend: str
+) -> AsyncIterator[SqliteStore | PostgresStore]:
+    async with maker.make(event_buffer=EVENT_BUFFER) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def other_instance(
+    maker: StoreMaker, store: SqliteStore | PostgresStore, anyio_backend: str
+) -> AsyncIterator[SqliteStore | PostgresStore]:
+    """A second instance over the same database (the same object for ``:memory:``)."""
+    if not maker.shares_database:
+        yield store
+        return
+    async with maker.make(event_buffer=EVENT_BUFFER) as opened:
+        yield opened
