@@ -292,6 +292,12 @@ _SHARED_ENTRA: FakeEntra | None = None
 _CERTIFICATE = NotificationCertificate.generate(T0)
 
 
+def shared_clock() -> Clock:
+    """The clock of the shared FakeEntra, reset to ``T0``."""
+    _SHARED_CLOCK.now = T0
+    return _SHARED_CLOCK
+
+
 def shared_entra(clock: Clock) -> FakeEntra:
     """One FakeEntra (RSA key generation is slow) whose clock is reset for each test."""
     global _SHARED_ENTRA
