@@ -33,6 +33,7 @@ from teams_ehr.errors import ConfigurationError
 __all__ = [
     "DEFAULT_ROTATION_OVERLAP",
     "JWKS_CACHE_CONTROL",
+    "PRIVATE_JWK_MEMBERS",
     "SUPPORTED_SIGNING_ALGS",
     "KeyRing",
     "LocalSigner",
@@ -62,6 +63,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+"""JWK members that are never published (RFC 7518 §6.3.2, §6.4; ``k`` of symmetric keys)."""
 
 
 def b64url(data: bytes) -> str:

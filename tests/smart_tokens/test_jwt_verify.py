@@ -242,6 +242,12 @@ def test_unsafe_profiles_refused(kwargs: dict[str, Any]) -> None:
         JwtProfile(**(base | kwargs))
 
 
+def test_profiles_are_immutable_and_hashable() -> None:
+    assert hash(GRAPH) == hash(GRAPH)
+    with pytest.raises(TypeError):
+        GRAPH.expected_claims["appid"] = "other"  # type: ignore[index]
+
+
 def test_typ_checked_when_profiled() -> None:
     typed = JwtProfile(algorithms=("RS256",), issuers=(EPIC_ISS,), audience=CLIENT_ID, typ="JWT")
     assert verify(sign_jws(key("epic"), {"typ": "application/jwt"}, epic_claims()), typed)

@@ -52,7 +52,9 @@ class JwtProfile:
     audience: str
     required: tuple[str, ...] = ("exp", "iat", "iss", "aud")
     leeway_seconds: int = 60
-    expected_claims: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    expected_claims: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     typ: str | None = None
 
     def __post_init__(self) -> None:

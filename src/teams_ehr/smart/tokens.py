@@ -12,8 +12,10 @@ it. Each attempt carries a new client assertion. What is retried:
   single-use, and a replay can revoke the whole grant): only 503 (the server did not process the
   request) and connection failures before anything was sent.
 
-``Retry-After`` (seconds or HTTP date) is honoured up to ``max_retry_after_seconds``; a longer wait
-ends the attempts. Without it the wait is ``backoff_seconds × 2^(attempt−1)``.
+``Retry-After`` (seconds or HTTP date) is honoured up to ``max_retry_after_seconds`` (≤ 60 s, as
+the assertion is signed before the wait and must still be valid when sent); a longer wait ends the
+attempts. Without it the wait is ``backoff_seconds × 2^(attempt−1)``. Driven by the plain
+``_http.run_*`` drivers the flow still works, but retries immediately and network failures end it.
 """
 
 from __future__ import annotations
@@ -182,8 +184,9 @@ def token_request_flow(
     if max_attempts < 1 or not 0 <= max_retry_after_seconds <= 60:
         raise ConfigurationError("bad retry settings", reason="bad_retry_settings")
     single_use = form.get("grant_type") in _SINGLE_USE_GRANTS
-    delay = 0.0
-    for attempt in range(1, max_attempts + 1):
+    attempt, delay = 0, 0.0
+    while True:
+        attempt += 1
         auth_form, auth_headers = auth.token_request_auth(token_endpoint, now=clock())
         if auth_form.keys() & form.keys():
             raise UsageError("client authentication overrides a form field", reason="form_clash")
@@ -220,7 +223,6 @@ def token_request_flow(
         if last or not retryable or wait > max_retry_after_seconds:
             raise _oauth_error(response)
         delay = wait
-    raise UsageError("unreachable: max_attempts ≥ 1")  # pragma: no cover
 
 
 async def request_token(
