@@ -318,3 +318,28 @@ def test_alg_none_override(fake: FakeEntra) -> None:
     assert jwt.get_unverified_header(id_token)["alg"] == "none"
     assert id_token.endswith(".")
     assert "name" not in jwt.decode(id_token, options={"verify_signature": False})
+
+
+@pytest.mark.anyio
+async def test_graph_credentials_provider_against_fake(
+    fake: FakeEntra, clock: FakeClock, certificate: tuple[bytes, bytes]
+) -> None:
+    """teams.credentials (app-only Graph tokens) works against FakeEntra, certificate and secret."""
+    from pydantic import SecretStr
+
+    from teams_ehr.teams.credentials import ClientCredentialsProvider
+
+    fake.register_app(CERT_APP, certificate_pem=certificate[1])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)) as http:
+        by_certificate = ClientCredentialsProvider(
+            TENANT, CERT_APP, http=http, certificate=certificate, clock=clock
+        )
+        by_secret = ClientCredentialsProvider(
+            TENANT, CLIENT_ID, http=http, client_secret=SecretStr(CLIENT_SECRET), clock=clock
+        )
+        for provider, app in ((by_certificate, CERT_APP), (by_secret, CLIENT_ID)):
+            token = await provider.get_token("https://graph.microsoft.com/.default")
+            claims = fake.validate_access_token(token.token)
+            assert claims is not None
+            assert claims["appid"] == app
+            assert token.expires_on == int(clock().timestamp()) + 3600

@@ -240,6 +240,8 @@ def test_code_redeemed_once(
 
 ATTACKS: list[tuple[dict[str, Any], dict[str, Any], type[TeamsEhrError], str | None]] = [
     ({"aud": "someone-else"}, {}, TokenInvalidError, "wrong_audience"),
+    ({"aud": [CLIENT_ID, "someone-else"]}, {}, TokenInvalidError, "wrong_audience"),
+    ({"aud": ["someone-else"]}, {}, TokenInvalidError, "wrong_audience"),
     (
         {"iss": "https://login.microsoftonline.com/common/v2.0"},
         {},

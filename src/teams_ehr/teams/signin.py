@@ -75,9 +75,11 @@ __all__ = [
     "complete_microsoft_signin",
     "complete_microsoft_signin_async",
     "complete_microsoft_signin_flow",
+    "id_token_profile",
     "signin_state_key",
     "store_pending_signin",
     "take_pending_signin",
+    "verify_id_token_flow",
 ]
 
 _log = get_logger(__name__)
@@ -380,23 +382,38 @@ def complete_microsoft_signin_flow(
     response = yield from token_request_flow(
         config.token_endpoint, form, config.client_authentication(), clock=lambda: now
     )
-    id_token = response.id_token
-    if id_token is None:
+    if response.id_token is None:
         raise TokenInvalidError("the token response has no id_token", reason="missing_id_token")
-    token_tenant = _peek_tenant(id_token.get_secret_value(), config.tenant_id)
-    profile = id_token_profile(config, token_tenant, pending.nonce.get_secret_value())
-    claims = yield from verify_jwt_flow(
-        id_token.get_secret_value(), profile, jwks, config.jwks_uri, now=now
+    identity = yield from verify_id_token_flow(
+        config, response.id_token.get_secret_value(), nonce=pending.nonce, jwks=jwks, now=now
     )
+    _log.info("Microsoft sign-in verified (%s)", pending.purpose)
+    return identity
+
+
+def verify_id_token_flow(
+    config: EntraAppConfig, id_token: str, *, nonce: SecretStr, jwks: JwksCache, now: datetime
+) -> Flow[MicrosoftIdentity]:
+    """Verify an Entra v2.0 id_token for ``config``'s app; yields a JWKS GET if needed.
+
+    RS256 from the tenant's JWKS, ``iss`` exactly ``{authority_host}/{tid}/v2.0``, ``aud`` = the
+    client id (a string, not a list with other audiences), ``nonce`` ours, ``exp iat sub tid oid`` present; then ``tid`` must be the configured tenant
+    (:class:`CrossTenantDeniedError`) and ``oid`` a GUID.
+    """
+    token_tenant = _peek_tenant(id_token, config.tenant_id)
+    profile = id_token_profile(config, token_tenant, nonce.get_secret_value())
+    claims = yield from verify_jwt_flow(id_token, profile, jwks, config.jwks_uri, now=now)
+    if claims["aud"] != config.client_id:  # OIDC Core §3.1.3.7: no untrusted extra audiences
+        raise TokenInvalidError("id_token has other audiences", reason="wrong_audience")
+    if not isinstance(claims["sub"], str) or not claims["sub"]:
+        raise TokenInvalidError("id_token sub is not a string", reason="bad_sub")
     if token_tenant != config.tenant_id:
         _log.warning("Microsoft sign-in refused: the account belongs to another tenant")
         raise CrossTenantDeniedError("the Microsoft account belongs to another tenant")
     try:
-        identity = MicrosoftIdentity(tenant_id=token_tenant, object_id=str(claims["oid"]))
+        return MicrosoftIdentity(tenant_id=token_tenant, object_id=str(claims["oid"]))
     except ValidationError:
         raise TokenInvalidError("id_token oid is not a GUID", reason="bad_oid") from None
-    _log.info("Microsoft sign-in verified (%s)", pending.purpose)
-    return identity
 
 
 def complete_microsoft_signin(

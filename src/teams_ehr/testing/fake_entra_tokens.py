@@ -117,7 +117,9 @@ class SigningKeys:
     def sign(self, claims: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> str:
         key = self._keys[0]
         headers = {"typ": "JWT", "kid": key.kid, "x5t": key.kid, **(header or {})}
-        return jwt.encode(dict(claims), key.private_key, algorithm="RS256", headers=headers)
+        # JWS over raw JSON: claims of any type can be signed (attack tests need wrong types).
+        payload = json.dumps(dict(claims), separators=(",", ":")).encode()
+        return jwt.api_jws.encode(payload, key.private_key, algorithm="RS256", headers=headers)
 
     @staticmethod
     def unsigned(claims: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> str:
