@@ -219,12 +219,22 @@ class Harness:
     tokens: Tokens = dataclasses.field(default_factory=Tokens)
     alerts: list[DeadLetter] = dataclasses.field(default_factory=list)
 
+    async def __aenter__(self) -> Harness:
+        if hasattr(self.store, "open"):
+            await self.store.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if hasattr(self.store, "aclose"):
+            await self.store.aclose()
+
     def worker(self, http: httpx.AsyncClient, worker_id: str = "w1", **kwargs: Any) -> OutboxWorker:
         async def route(org_id: str, strategy: WriterStrategy) -> OrgRoute:
             assert strategy is self.writer.strategy
             return OrgRoute(self.writer, FHIR_BASE)
 
         kwargs.setdefault("backoff", Backoff(jitter=lambda: 1.0))
+        kwargs.setdefault("on_dead_letter", self.alerts.append)
         return OutboxWorker(
             self.store,
             route,
@@ -232,7 +242,6 @@ class Harness:
             http,
             worker_id=worker_id,
             clock=self.clock,
-            on_dead_letter=self.alerts.append,
             **kwargs,
         )
 
