@@ -343,3 +343,13 @@ async def test_graph_credentials_provider_against_fake(
             assert claims is not None
             assert claims["appid"] == app
             assert token.expires_on == int(clock().timestamp()) + 3600
+
+
+def test_graph_token_tenant_for_fake_graph(fake: FakeEntra, clock: FakeClock) -> None:
+    graph_token = fake.issue_app_token(CLIENT_ID)
+    other_resource = fake.issue_app_token(CLIENT_ID, scope="https://vault.azure.net/.default")
+    assert fake.graph_token_tenant(graph_token) == TENANT
+    assert fake.graph_token_tenant(other_resource) is None
+    assert fake.graph_token_tenant("forged") is None
+    clock.advance(3600)
+    assert fake.graph_token_tenant(graph_token) is None

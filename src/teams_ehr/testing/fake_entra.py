@@ -234,6 +234,13 @@ class FakeEntra:
             return None
         return dict(claims)
 
+    def graph_token_tenant(self, token: str) -> str | None:
+        """FakeGraph's ``token_checker``: the tenant of a valid app-only Graph token, else None."""
+        claims = self.validate_access_token(token)
+        if claims is None or claims["aud"] != GRAPH_DEFAULT_SCOPE.removesuffix("/.default"):
+            return None
+        return str(claims["tid"])
+
     def sign_graph_validation_token(
         self,
         claims: Mapping[str, Any] | None = None,
