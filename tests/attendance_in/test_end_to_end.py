@@ -86,7 +86,7 @@ class World:
 
 
 @asynccontextmanager
-async def world(shape: str = "delta") -> AsyncIterator[World]:
+async def world(shape: str = "delta", *, defer: bool = False) -> AsyncIterator[World]:
     clock = shared_clock()
     entra = shared_entra(clock)
     handshakes = PendingHandshakes()
@@ -105,6 +105,7 @@ async def world(shape: str = "delta") -> AsyncIterator[World]:
             decryption_keys=CERTIFICATE.keys(),
             org_tenant=org_tenant,
             keyer=KEYER,
+            decrypt_before_ack=not defer,
         )
 
         async def app(request: httpx.Request) -> httpx.Response:
@@ -181,6 +182,7 @@ async def world(shape: str = "delta") -> AsyncIterator[World]:
                     sink=sink,
                     lifecycle=manager.handle_lifecycle,
                     clock=clock,
+                    security=security,
                 )
                 notifier = GraphNotifier(
                     graph,
@@ -401,3 +403,18 @@ async def test_handshake_refused_when_nothing_is_pending() -> None:
             "https://app.example/graph/notifications?validationToken=abc", b""
         )
         assert status == 404
+
+
+@pytest.mark.parametrize("forgery", ["bad_hmac", "unknown_certificate", "bad_client_state"])
+async def test_deferred_decryption_pipeline(forgery: str) -> None:
+    """security.md §3.3: cheap checks before the ack, decryption in the worker; same facts."""
+    async with world(defer=True) as w:
+        await w.manager.subscribe(w.meeting)
+        w.notifier.forge_next(forgery)  # type: ignore[arg-type]
+        await _visit(w)
+        assert {s.status for s in await w.notifier.flush()} == {202}
+        await w.processor.run_once()
+        kinds = [e.kind for e in w.sunk]
+        assert "call_started" not in kinds  # the forged first notification
+        assert kinds.count("connected") == 2
+        assert len(await w.store.list_facts(ORG, "ext-e2e")) == 7

@@ -396,3 +396,79 @@ async def test_webhook_over_http_glue() -> None:
         )
     assert response.status_code == 202
     assert len(h.store.inbox) == 1
+
+
+async def test_validation_token_cache_hits_only_identical_unexpired_tokens() -> None:
+    h = await make_harness()
+    token = h.token()
+    body = h.body(h.item(roster_event(delta_guest("g1"))), tokens=[token])
+    assert (await _post(h, body)).accepted == 1
+    jwks_fetches = len(h.entra.requests)
+    body2 = h.body(h.item(roster_event(delta_guest("g2"))), tokens=[token])
+    assert (await _post(h, body2)).accepted == 1
+    assert len(h.entra.requests) == jwks_fetches  # no second fetch, no second verification
+    # a tampered copy of the cached token is verified (and fails)
+    head, payload, sig = token.split(".")
+    tampered = f"{head}.{payload}.{sig[:-4]}AAAA"
+    body3 = h.body(h.item(roster_event(delta_guest("g3"))), tokens=[tampered])
+    assert (await _post(h, body3)).rejected == ("validation_token_bad_signature",)
+    # past its exp the cached token is verified again, and refused
+    h.clock.advance(hours=2)
+    at = (h.clock() - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    await h.store.put_subscription(subscription_row(expires_at=h.clock() + timedelta(days=1)))
+    body4 = h.body(h.item(roster_event(delta_guest("g4"), at=at)), tokens=[token])
+    assert (await _post(h, body4)).rejected == ("validation_token_expired",)
+
+
+async def test_deferred_decryption_stores_sealed_items_and_the_worker_drops_forgeries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import dataclasses
+
+    from teams_ehr.attendance.inbox_processor import InboxProcessor
+
+    h = await make_harness()
+    h.security = dataclasses.replace(h.security, decrypt_before_ack=False)
+    at = (h.clock() - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    good = h.item(roster_event(delta_guest("g1"), at=at))
+    tampered = h.item(roster_event(delta_guest("g2"), at=at))
+    data = tampered["encryptedContent"]["data"]
+    tampered["encryptedContent"]["data"] = ("B" if data[5] == "A" else "A").join(
+        [data[:5], data[6:]]
+    )
+    assert (await _post(h, h.body(good))).accepted == 1
+    assert (await _post(h, h.body(tampered))).accepted == 1  # the HMAC waits for the worker
+    assert (
+        await _post(h, h.body(h.item(roster_event(delta_guest("g3")), clientState="x")))
+    ).accepted == 0
+    stored = [i.payload for i in h.store.inbox.values()]
+    assert all(b'"sealed_call_event"' in p for p in stored)
+    assert_no_leak([CANARY_NAME], stored)  # still encrypted inside the (encrypted) store row
+    processor = InboxProcessor(
+        inbox=h.store,
+        facts=h.store,
+        meetings=h.store,
+        bus=h.store,
+        keyer=KEYER,
+        worker="w",
+        clock=h.clock,
+        security=h.security,
+    )
+    report = await processor.run_once()
+    assert (report.completed, report.events) == (2, 1)
+    [fact] = h.store.facts.values()
+    assert fact.participant_key == KEYER.key(ORG, "g1")
+    events = [getattr(r, "security_event", None) for r in caplog.records]
+    assert [e for e in events if e] == ["client_state_mismatch", "bad_signature"]
+    # without the security settings the worker cannot open sealed items: they stay queued
+    await _post(h, h.body(h.item(roster_event(delta_guest("g5"), at=at))))
+    bare = InboxProcessor(
+        inbox=h.store,
+        facts=h.store,
+        meetings=h.store,
+        bus=h.store,
+        keyer=KEYER,
+        worker="w2",
+        clock=h.clock,
+    )
+    assert (await bare.run_once()).failed == 1

@@ -11,7 +11,9 @@ then
 
 and only then complete the item. An exception leaves the item leased; it returns when the lease
 expires (at-least-once; every step above is idempotent, so redoing it is harmless). Lifecycle
-envelopes go to the ``lifecycle`` handler (``SubscriptionManager.handle_lifecycle``).
+envelopes go to the ``lifecycle`` handler (``SubscriptionManager.handle_lifecycle``). Sealed
+envelopes (the webhook deferred decryption) are HMAC-checked, decrypted and parsed here first
+(``security``); a forged one is dropped with a ``security_event`` log line.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from teams_ehr.attendance.notifications import (
     CallEventEnvelope,
     LifecycleEnvelope,
     ParticipantKeyer,
+    SealedCallEventEnvelope,
     parse_inbox_envelope,
 )
 from teams_ehr.attendance.roster import roster_channel, roster_message
+from teams_ehr.attendance.webhook import WebhookSecurity, unseal
+from teams_ehr.errors import ConfigurationError, WebhookRejectedError
 from teams_ehr.store.protocol import (
     AttendanceFactStore,
     EventBus,
@@ -79,6 +84,7 @@ class InboxProcessor:
         lease: timedelta = timedelta(minutes=2),
         tenant_user_role: Role = "provider",
         phone_role: Role = "other",
+        security: WebhookSecurity | None = None,
     ) -> None:
         self._inbox = inbox
         self._facts = facts
@@ -92,6 +98,7 @@ class InboxProcessor:
         self._lease = lease
         self._tenant_user_role: Role = tenant_user_role
         self._phone_role: Role = phone_role
+        self._security = security
 
     async def run_once(self, limit: int = 100) -> ProcessingReport:
         """Claim up to ``limit`` items and process them; returns what happened."""
@@ -130,6 +137,19 @@ class InboxProcessor:
             if self._lifecycle is not None:
                 await self._lifecycle(envelope)
             return 0, 0
+        if isinstance(envelope, SealedCallEventEnvelope):
+            if self._security is None:
+                raise ConfigurationError("sealed inbox items need the webhook security settings")
+            try:
+                envelope = unseal(envelope, self._security)
+            except WebhookRejectedError as exc:
+                _log.warning(
+                    "inbox item %s dropped: %s",
+                    item.item_id,
+                    exc.reason,
+                    extra={"security_event": exc.reason},
+                )
+                return 0, 0
         return await self._call_event(envelope)
 
     async def _call_event(self, envelope: CallEventEnvelope) -> tuple[int, int]:

@@ -43,6 +43,7 @@ __all__ = [
     "ParticipantChange",
     "ParticipantKeyer",
     "ResourceData",
+    "SealedCallEventEnvelope",
     "parse_call_event",
     "parse_inbox_envelope",
 ]
@@ -229,12 +230,28 @@ class LifecycleEnvelope(BaseModel):
     received_at: AwareDatetime
 
 
-InboxEnvelope = CallEventEnvelope | LifecycleEnvelope
+class SealedCallEventEnvelope(BaseModel):
+    """A call event stored still encrypted (Graph's own encryption, inside the store's), when
+    the webhook defers decryption to the worker (``WebhookSecurity.decrypt_before_ack=False``)."""
+
+    model_config = _OURS
+    type: Literal["sealed_call_event"] = "sealed_call_event"
+    subscription_id: str
+    org_id: str
+    external_id: str
+    tenant_id: str
+    encrypted: EncryptedContent
+    received_at: AwareDatetime
+
+
+InboxEnvelope = CallEventEnvelope | LifecycleEnvelope | SealedCallEventEnvelope
 
 
 class _EnvelopeDoc(BaseModel):
     model_config = _OURS
-    envelope: CallEventEnvelope | LifecycleEnvelope = Field(discriminator="type")
+    envelope: CallEventEnvelope | LifecycleEnvelope | SealedCallEventEnvelope = Field(
+        discriminator="type"
+    )
 
 
 def parse_inbox_envelope(payload: bytes) -> InboxEnvelope:

@@ -16,6 +16,8 @@ itself (:func:`teams_ehr.smart.jwt_verify.verify_jwt`: pinned JWKS, fixed algori
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from datetime import datetime
 
 import httpx
@@ -47,12 +49,15 @@ class GraphValidationTokenVerifier:
         client: httpx.AsyncClient,
         jwks_uri: str = COMMON_JWKS_URI,
         authority_host: str = "https://login.microsoftonline.com",
+        cache_size: int = 1024,
     ) -> None:
         self._app_id = app_id
         self._jwks = jwks
         self._client = client
         self._jwks_uri = jwks_uri
         self._authority_host = authority_host.rstrip("/")
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"GraphValidationTokenVerifier(app_id={self._app_id!r})"
@@ -73,7 +78,16 @@ class GraphValidationTokenVerifier:
         )
 
     async def __call__(self, token: str, *, tenant_ids: frozenset[str], now: datetime) -> str:
-        """Verify one token; returns its (lower-case) tenant id."""
+        """Verify one token; returns its (lower-case) tenant id.
+
+        Graph repeats one token per (app, tenant) on every delivery during its hour of life, so a
+        token whose exact bytes were verified before is accepted from a small cache until its
+        ``exp`` (no second signature check; forged bytes never match a verified digest)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._verified.get(digest)
+        if hit is not None and hit[1] > now.timestamp() and hit[0] in tenant_ids:
+            self._verified.move_to_end(digest)
+            return hit[0]
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
@@ -85,5 +99,8 @@ class GraphValidationTokenVerifier:
         if unverified.get("tid") != tenant:
             raise TokenInvalidError("validation token tenant not canonical", reason="wrong_tenant")
         profile = self._profile(tenant, unverified.get("ver"))
-        await verify_jwt(token, profile, self._jwks, self._jwks_uri, self._client, now=now)
+        claims = await verify_jwt(token, profile, self._jwks, self._jwks_uri, self._client, now=now)
+        self._verified[digest] = (tenant, float(claims["exp"]))
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
         return tenant
