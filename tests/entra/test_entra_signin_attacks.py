@@ -93,7 +93,8 @@ def _no_token_request(fake: FakeEntra) -> bool:
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
-        (lambda p: p.pop("state"), "state_mismatch"),
+        (lambda p: p.pop("state"), "state_missing"),
+        (lambda p: p.update(state="bad state\n"), "state_malformed"),
         (lambda p: p.update(state="forged"), "state_mismatch"),
     ],
 )

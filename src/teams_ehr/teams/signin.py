@@ -23,7 +23,6 @@ e-mail in the token are never copied out. The access token is discarded.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -57,6 +56,8 @@ from teams_ehr.errors import (
     TokenInvalidError,
 )
 from teams_ehr.smart._drive import drive_async, drive_sync
+from teams_ehr.smart.authorize import session_binding, state_key
+from teams_ehr.smart.callback import extract_state
 from teams_ehr.smart.client_auth import ClientAuthentication, ClientSecretBasic
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.smart.jwt_verify import JwtProfile, verify_jwt_flow
@@ -76,7 +77,6 @@ __all__ = [
     "complete_microsoft_signin_async",
     "complete_microsoft_signin_flow",
     "id_token_profile",
-    "signin_state_key",
     "store_pending_signin",
     "take_pending_signin",
     "verify_id_token_flow",
@@ -99,7 +99,6 @@ SCOPE = "openid profile"
 MAX_PENDING_TTL = timedelta(minutes=10)
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _RESERVED_TENANTS = frozenset({"common", "organizations", "consumers"})
-_MAX_STATE_LENGTH = 512
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 _ID_TOKEN_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "tid", "oid", "nonce")
 _LEEWAY_SECONDS = 60
@@ -190,17 +189,6 @@ class EntraAppConfig(BaseModel):
         return ClientSecretBasic(self.client_id, secret)
 
 
-def _session_binding(session_id: str) -> str:
-    return hashlib.sha256(b"teams-ehr/entra-session\x00" + session_id.encode()).hexdigest()
-
-
-def signin_state_key(state: str | None) -> str:
-    """The storage key of a pending sign-in: a hash of ``state``, never the state itself."""
-    if not state or len(state) > _MAX_STATE_LENGTH:
-        raise StateInvalidError("sign-in state is missing or malformed", reason="state_missing")
-    return hashlib.sha256(b"teams-ehr/entra-state\x00" + state.encode()).hexdigest()
-
-
 class PendingMicrosoftSignin(BaseModel):
     """What the callback needs, stored server-side under :func:`signin_state_key`."""
 
@@ -224,7 +212,7 @@ class PendingMicrosoftSignin(BaseModel):
 
     @property
     def store_key(self) -> str:
-        return signin_state_key(self.state.get_secret_value())
+        return state_key(self.state.get_secret_value())
 
     def to_bytes(self) -> bytes:
         document: dict[str, Any] = self.model_dump(mode="json")
@@ -271,7 +259,7 @@ def begin_microsoft_signin(
         nonce=SecretStr(token_factory()),
         purpose=purpose,
         tenant_id=config.tenant_id,
-        session_binding=_session_binding(session_id),
+        session_binding=session_binding(session_id),
         bound_launch=bound_launch,
         created_at=now,
         expires_at=now + min(ttl, MAX_PENDING_TTL),
@@ -307,7 +295,7 @@ async def take_pending_signin(
 
     Unknown, reused or expired state → :class:`StateInvalidError`; the code is never redeemed.
     """
-    taken = await store.take_pending(signin_state_key(params.get("state")), now=now)
+    taken = await store.take_pending(state_key(extract_state(params)), now=now)
     if taken is None:
         raise StateInvalidError("unknown, reused or expired sign-in state", reason="state_unknown")
     org_id, payload = taken
@@ -321,11 +309,10 @@ def _check_callback(
     session_id: str,
     now: datetime,
 ) -> str:
-    state = params.get("state")
-    expected = pending.state.get_secret_value().encode()
-    if not state or not hmac.compare_digest(state.encode(), expected):
+    state = extract_state(params)
+    if not hmac.compare_digest(state.encode(), pending.state.get_secret_value().encode()):
         raise StateInvalidError("sign-in state does not match", reason="state_mismatch")
-    if not hmac.compare_digest(_session_binding(session_id), pending.session_binding):
+    if not hmac.compare_digest(session_binding(session_id), pending.session_binding):
         raise StateInvalidError("sign-in started in another session", reason="state_other_session")
     if now >= pending.expires_at:
         raise StateInvalidError("sign-in state expired", reason="state_expired")

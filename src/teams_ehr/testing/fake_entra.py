@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import UsageError
+from teams_ehr.keys import b64url
 from teams_ehr.testing.fake_entra_tokens import (
     CLIENT_ASSERTION_TYPE,
     GRAPH_CHANGE_TRACKING_APP_ID,
@@ -51,7 +52,6 @@ from teams_ehr.testing.fake_entra_tokens import (
     SigningKeys,
     access_token_claims,
     apply_overrides,
-    b64url,
     check_client_assertion,
     error_body,
     graph_validation_claims,

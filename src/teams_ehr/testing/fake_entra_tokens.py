@@ -19,7 +19,6 @@ Every token is signed RS256 with ``kid`` = ``x5t`` headers, like Entra's.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -35,6 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from teams_ehr.keys import b64url
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE",
@@ -59,10 +60,6 @@ GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = timedelta(minutes=10)
 _CLOCK_SKEW_SECONDS = 60
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def ts(moment: datetime) -> int:
