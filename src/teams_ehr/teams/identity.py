@@ -37,7 +37,7 @@ from teams_ehr.errors import (
 )
 from teams_ehr.store.protocol import IdentityLink, IdentityMapStore
 
-__all__ = ["IdentityBinder", "MemoryIdentityMap", "MicrosoftIdentity"]
+__all__ = ["IdentityBinder", "MemoryIdentityMap", "MicrosoftIdentity", "normalize_guid"]
 
 _log = get_logger(__name__)
 

@@ -57,7 +57,7 @@ from teams_ehr.errors import (
 )
 from teams_ehr.smart._drive import drive_async, drive_sync
 from teams_ehr.smart.authorize import session_binding, state_key
-from teams_ehr.smart.callback import extract_state
+from teams_ehr.smart.callback import MAX_CODE_LENGTH, extract_state
 from teams_ehr.smart.client_auth import ClientAuthentication, ClientSecretBasic
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.smart.jwt_verify import JwtProfile, verify_jwt_flow
@@ -190,7 +190,8 @@ class EntraAppConfig(BaseModel):
 
 
 class PendingMicrosoftSignin(BaseModel):
-    """What the callback needs, stored server-side under :func:`signin_state_key`."""
+    """What the callback needs; the host stores it (encrypted) under :attr:`store_key`, a hash of
+    ``state`` (:func:`teams_ehr.smart.authorize.state_key`), never under the state itself."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -325,7 +326,7 @@ def _check_callback(
         code = error if _ERROR_CODE.match(error) else "invalid_response"
         raise OAuthError(error=code, description=params.get("error_description"))
     code_value = params.get("code")
-    if not code_value:
+    if not code_value or len(code_value) > MAX_CODE_LENGTH:
         raise OAuthError(error="invalid_request", reason="missing_code")
     return code_value
 
