@@ -442,3 +442,64 @@ def test_backoff_is_exponential_capped_jittered_and_honours_retry_after() -> Non
     later = T0 + timedelta(minutes=30)
     assert high.next_at(0, T0, later) == later
     assert high.next_at(10, T0, T0 + timedelta(seconds=1)) == T0 + timedelta(minutes=10)
+
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_schema_dsn() -> Any:
+    psycopg = pytest.importorskip("psycopg")
+    import secrets
+
+    schema = f"teams_ehr_out_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_two_instances_on_postgres_deliver_each_row_once(pg_schema_dsn: str) -> None:
+    """R16 on PostgreSQL (SKIP LOCKED): two app instances, two stores, two workers each."""
+    postgres = pytest.importorskip("teams_ehr.store.postgres")
+    crypto = pytest.importorskip("teams_ehr.store.crypto")
+    clock = FakeClock()
+    fake = FakeFhirServer(FHIR_BASE, clock=clock)
+    cipher = crypto.FieldCipher(b"k" * 32)
+    stores = [postgres.PostgresStore(pg_schema_dsn, cipher=cipher, clock=clock) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        harnesses = [Harness(s, fake, clock, AuditEventWriter(clock=clock)) for s in stores]
+        facts = [
+            event(k, "patient", f"p{i}", i)
+            for i in range(50)
+            for k in ("connected", "disconnected")
+        ]
+        assert await enqueue(harnesses[0], facts) == 100
+        assert await enqueue(harnesses[1], facts) == 0
+        async with mock_client(fake) as http:
+            workers = [
+                h.worker(http, f"i{n}-w{m}", batch_size=5, concurrency=2)
+                for n, h in enumerate(harnesses)
+                for m in range(2)
+            ]
+
+            async def loop(worker: Any) -> None:
+                while await worker.run_once():
+                    await anyio.sleep(0)
+
+            async with anyio.create_task_group() as group:
+                for worker in workers:
+                    group.start_soon(loop, worker)
+        assert len([m for m, _ in fake.request_log if m == "POST"]) == 100
+        assert len(set(audit_tags(fake))) == 100
+        assert (await stores[0].outbox_counts())["delivered"] == 100
+    finally:
+        for store in stores:
+            await store.aclose()
