@@ -7,6 +7,7 @@ import random
 from datetime import timedelta
 from email.utils import format_datetime
 
+import anyio
 import httpx
 import pytest
 from graph_test_support import (
@@ -268,3 +269,41 @@ async def test_no_token_or_join_url_in_logs(caplog: pytest.LogCaptureFixture) ->
     join_url = fake.meetings[meeting_id]["joinWebUrl"]
     assert "HTTP Request" in caplog.text  # httpx logged every request at INFO
     assert_no_leak([TOKEN_CANARY, join_url], caplog.text, meeting, client)
+
+
+@pytest.mark.anyio
+async def test_requests_in_flight_are_bounded() -> None:
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0)
+        await anyio.sleep(0)
+        in_flight -= 1
+        return httpx.Response(200, json={"id": "m"})
+
+    time = FakeTime()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = GraphClient(
+        http, StaticTokens(), clock=time.clock, sleep=time.sleep, max_concurrent_requests=4
+    )
+    async with anyio.create_task_group() as tg:
+        for _ in range(40):
+            tg.start_soon(client.get_meeting, ORGANIZER, "m")
+    assert peak == 4
+
+
+def test_r04_static_guard_no_plain_create_in_sources() -> None:
+    """R04: no code path can POST the non-idempotent /onlineMeetings collection."""
+    import re
+    from pathlib import Path
+
+    import teams_ehr
+
+    root = Path(teams_ehr.__file__).parent
+    for path in [*root.joinpath("teams").glob("*.py"), *root.glob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert re.search(r"/onlineMeetings[\"']", text) is None, path
+        assert ".online_meetings.post(" not in text, path

@@ -166,8 +166,12 @@ class GraphClient:
         clock: Clock = utc_now,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         scope: str | None = None,
+        max_concurrent_requests: int = 32,
     ) -> None:
         self._http = http
+        # Bounds requests in flight: a burst queues here instead of inside httpcore's pool,
+        # whose bookkeeping is quadratic in the number of waiting requests.
+        self._in_flight = anyio.Semaphore(max_concurrent_requests)
         self._credentials = credentials
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url)
@@ -402,7 +406,8 @@ class GraphClient:
             attempt += 1
             request = await self._build(method, target, json=json, prefer=prefer)
             try:
-                response = await send_async(self._http, request)
+                async with self._in_flight:
+                    response = await send_async(self._http, request)
             except TransportError:
                 if idempotency is not Idempotency.IDEMPOTENT:
                     raise
