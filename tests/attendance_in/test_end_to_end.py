@@ -27,17 +27,18 @@ from attendance_in_support import (
 
 from leaks import assert_no_leak
 from teams_ehr.attendance.events import AttendanceEvent
+from teams_ehr.attendance.handshake import (
+    HandshakeRegistry,
+    PendingHandshakes,
+    SharedHandshakes,
+    handle_validation,
+)
 from teams_ehr.attendance.inbox_processor import InboxProcessor
 from teams_ehr.attendance.notification_crypto import NotificationCertificate
 from teams_ehr.attendance.roster import stream
 from teams_ehr.attendance.subscriptions import SubscriptionManager
 from teams_ehr.attendance.validation_tokens import GraphValidationTokenVerifier
-from teams_ehr.attendance.webhook import (
-    PendingHandshakes,
-    WebhookSecurity,
-    handle_notifications,
-    handle_validation,
-)
+from teams_ehr.attendance.webhook import WebhookSecurity, handle_notifications
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.store.crypto import FieldCipher, new_encryption_key
 from teams_ehr.store.protocol import MeetingRow
@@ -86,14 +87,16 @@ class World:
 
 
 @asynccontextmanager
-async def world(shape: str = "delta", *, defer: bool = False) -> AsyncIterator[World]:
+async def world(
+    shape: str = "delta", *, defer: bool = False, shared: bool = False
+) -> AsyncIterator[World]:
     clock = shared_clock()
     entra = shared_entra(clock)
-    handshakes = PendingHandshakes()
     async with (
         SqliteStore(":memory:", cipher=FieldCipher(new_encryption_key()), clock=clock) as store,
         httpx.AsyncClient(transport=httpx.MockTransport(entra.handler)) as entra_http,
     ):
+        handshakes: HandshakeRegistry = SharedHandshakes(store) if shared else PendingHandshakes()
 
         async def org_tenant(org_id: str) -> str | None:
             return TENANT if org_id == ORG else None
@@ -111,7 +114,7 @@ async def world(shape: str = "delta", *, defer: bool = False) -> AsyncIterator[W
         async def app(request: httpx.Request) -> httpx.Response:
             kind = "lifecycle" if request.url.path.endswith("/lifecycle") else "notification"
             if "validationToken" in request.url.params:
-                result = handle_validation(
+                result = await handle_validation(
                     request.url.query, handshakes=handshakes, kind=kind, now=clock()
                 )
             else:
@@ -219,9 +222,10 @@ async def _visit(w: World) -> None:
     w.room.end_call()
 
 
-async def test_visit_end_to_end_on_sqlite(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["local-handshake", "shared-handshake"])
+async def test_visit_end_to_end_on_sqlite(caplog: pytest.LogCaptureFixture, shared: bool) -> None:
     caplog.set_level(logging.DEBUG)
-    async with world() as w:
+    async with world(shared=shared) as w:
         row = await w.manager.subscribe(w.meeting)
         [fake_sub] = w.graph.subscriptions.items.values()
         assert fake_sub.validated

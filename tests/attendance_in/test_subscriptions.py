@@ -21,13 +21,13 @@ from attendance_in_support import (
 from pydantic import SecretStr
 
 from leaks import assert_no_leak
+from teams_ehr.attendance.handshake import PendingHandshakes, handle_validation
 from teams_ehr.attendance.notifications import LifecycleEnvelope
 from teams_ehr.attendance.subscriptions import (
     MAX_MEETING_SUBSCRIPTION_LIFETIME,
     SubscriptionManager,
     meeting_call_events_resource,
 )
-from teams_ehr.attendance.webhook import PendingHandshakes, handle_validation
 from teams_ehr.errors import ConfigurationError, GraphError, UsageError
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +53,7 @@ class FakeApi:
         self.calls.append(("create", kw))
         if self.handshakes is not None:
             for kind in ("notification", "lifecycle"):
-                result = handle_validation(
+                result = await handle_validation(
                     {"validationToken": "tok"},
                     handshakes=self.handshakes,
                     kind=kind,
@@ -142,15 +142,10 @@ async def test_subscribe_creates_a_rich_subscription_with_lifecycle_url(
     assert store.subscriptions[row.subscription_id] == row
     # the handshake was answerable on both paths during the POST, and not afterwards
     assert api.handshake_status == [200, 200]
-    assert (
-        handle_validation(
-            {"validationToken": "t"},
-            handshakes=manager._handshakes,
-            kind="notification",
-            now=clock(),
-        ).status
-        == 404
+    after = await handle_validation(
+        {"validationToken": "t"}, handshakes=manager._handshakes, kind="notification", now=clock()
     )
+    assert after.status == 404
     assert_no_leak(
         [JOIN_URL, "SECRETJOINCANARY", client_state], caplog.text, repr(row.subscription_id)
     )

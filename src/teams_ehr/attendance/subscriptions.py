@@ -29,9 +29,9 @@ from pydantic import SecretStr
 
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
+from teams_ehr.attendance.handshake import HandshakeRegistry
 from teams_ehr.attendance.notification_crypto import NotificationCertificate
 from teams_ehr.attendance.notifications import LifecycleEnvelope
-from teams_ehr.attendance.webhook import PendingHandshakes
 from teams_ehr.errors import ConfigurationError, GraphError, TeamsEhrError, UsageError
 from teams_ehr.store.protocol import MeetingRow, MeetingStore, SubscriptionRow, SubscriptionStore
 
@@ -105,7 +105,7 @@ class SubscriptionManager:
         self,
         graph: SubscriptionApi,
         store: SubscriptionStore,
-        handshakes: PendingHandshakes,
+        handshakes: HandshakeRegistry,
         *,
         notification_url: str,
         lifecycle_url: str,
@@ -148,7 +148,7 @@ class SubscriptionManager:
         resource = meeting_call_events_resource(meeting.join_url)
         client_state = self._client_state()
         now = self._clock()
-        handle = self._handshakes.open(now, frozenset({"notification", "lifecycle"}))
+        handle = await self._handshakes.open(now, frozenset({"notification", "lifecycle"}))
         try:
             created = await self._graph.create_subscription(
                 resource=SecretStr(resource),
@@ -163,7 +163,7 @@ class SubscriptionManager:
                 api_version=self._api_version,
             )
         finally:
-            self._handshakes.close(handle)
+            await self._handshakes.close(handle)
         row = SubscriptionRow(
             subscription_id=created.id,
             org_id=meeting.org_id,

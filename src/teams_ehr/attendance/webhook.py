@@ -1,13 +1,9 @@
 """The Graph webhook, framework-free: validation handshake and change notifications (SPEC D1).
 
-Integrations translate a request into :func:`handle_validation` / :func:`handle_notifications`
+Integrations translate a request into :func:`handle_notifications`
 and the returned :class:`WebhookResult` back into a response (DESIGN.md rule 11).
 
-**Handshake** (Graph docs, *Receive change notifications through webhooks*, "notificationUrl
-validation"; security.md T21): Graph POSTs ``?validationToken=…`` when a subscription is created;
-we answer ``200 text/plain`` with the URL-decoded token within 10 s — but only while one of our
-own subscription requests is pending (:class:`PendingHandshakes`, no database on this path), the
-token at most 1 KiB, ``X-Content-Type-Options: nosniff``; otherwise ``404``.
+The validation handshake lives in :mod:`teams_ehr.attendance.handshake`.
 
 **Notifications** (security.md T22–T24, T34, §3.2 I1): size and depth caps, then per item: the
 subscription must be ours and active, ``clientState`` equal (:func:`hmac.compare_digest`), the
@@ -30,8 +26,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
-from urllib.parse import parse_qsl
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
@@ -53,13 +48,10 @@ from teams_ehr.store.protocol import InboxItem, InboxStore, SubscriptionRow, Sub
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "HandshakeKind",
-    "PendingHandshakes",
     "ValidationTokenVerifier",
     "WebhookResult",
     "WebhookSecurity",
     "handle_notifications",
-    "handle_validation",
     "open_call_event",
     "unseal",
 ]
@@ -68,9 +60,6 @@ _log = get_logger(__name__)
 
 MAX_BODY_BYTES = 1_048_576
 MAX_JSON_DEPTH = 32
-MAX_VALIDATION_TOKEN_CHARS = 1024
-HANDSHAKE_WINDOW = timedelta(seconds=10)
-HandshakeKind = Literal["notification", "lifecycle"]
 _TEXT = "text/plain; charset=utf-8"
 _NOSNIFF = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 
@@ -85,71 +74,6 @@ class WebhookResult:
     headers: tuple[tuple[str, str], ...] = _NOSNIFF
     accepted: int = 0
     rejected: tuple[str, ...] = ()
-
-
-class PendingHandshakes:
-    """Which webhook paths may answer a validation handshake right now (process-local).
-
-    :class:`~teams_ehr.attendance.subscriptions.SubscriptionManager` opens a window before it
-    POSTs ``/subscriptions`` and closes it when Graph answered: Graph validates synchronously
-    during that request, and only then. Several windows may overlap (concurrent creations).
-    """
-
-    def __init__(self, window: timedelta = HANDSHAKE_WINDOW) -> None:
-        self._window = window
-        self._open: dict[int, tuple[frozenset[HandshakeKind], datetime]] = {}
-        self._next = 0
-
-    def open(self, now: datetime, kinds: frozenset[HandshakeKind]) -> int:
-        self._next += 1
-        self._open[self._next] = (kinds, now + self._window)
-        return self._next
-
-    def close(self, handle: int) -> None:
-        self._open.pop(handle, None)
-
-    def is_pending(self, kind: HandshakeKind, now: datetime) -> bool:
-        for handle, (kinds, until) in list(self._open.items()):
-            if until < now:
-                del self._open[handle]
-            elif kind in kinds:
-                return True
-        return False
-
-
-def handle_validation(
-    query: Mapping[str, str] | str | bytes,
-    *,
-    handshakes: PendingHandshakes,
-    kind: HandshakeKind,
-    now: datetime,
-) -> WebhookResult:
-    """Answer Graph's validation request on the ``kind`` path (T21).
-
-    ``query`` is either the raw query string (decoded here, exactly once) or the mapping a
-    framework already decoded. The token is opaque: echoed byte-exact, never logged.
-    """
-    if isinstance(query, bytes):
-        query = query.decode("latin-1")
-    if isinstance(query, str):
-        try:
-            query = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=20))
-        except ValueError:
-            return WebhookResult(status=400, body=b"bad request", rejected=("malformed_query",))
-    token = query.get("validationToken")
-    if token is None:
-        return WebhookResult(status=400, body=b"bad request", rejected=("no_validation_token",))
-    if len(token) > MAX_VALIDATION_TOKEN_CHARS:
-        return WebhookResult(
-            status=400, body=b"bad request", rejected=("validation_token_too_long",)
-        )
-    if not handshakes.is_pending(kind, now):
-        _log.warning(
-            "webhook validation refused: no pending subscription",
-            extra={"security_event": "validation_not_pending"},
-        )
-        return WebhookResult(status=404, body=b"not found", rejected=("validation_not_pending",))
-    return WebhookResult(status=200, body=token.encode("utf-8"), accepted=1)
 
 
 class ValidationTokenVerifier(Protocol):
