@@ -307,3 +307,14 @@ def test_r04_static_guard_no_plain_create_in_sources() -> None:
         text = path.read_text(encoding="utf-8")
         assert re.search(r"/onlineMeetings[\"']", text) is None, path
         assert ".online_meetings.post(" not in text, path
+
+
+@pytest.mark.anyio
+async def test_virtual_appointment_join_url() -> None:
+    from teams_ehr.teams.join_urls import checked_join_url
+
+    _fake, client, _ = setup()
+    meeting_id = await create(client)
+    url = await client.get_virtual_appointment_join_url(ORGANIZER, meeting_id)
+    assert "visit.teams.microsoft.com" not in repr(url)
+    assert checked_join_url(url).startswith("https://visit.teams.microsoft.com/")

@@ -226,6 +226,26 @@ class GraphClient:
             raise
         return True
 
+    async def get_virtual_appointment_join_url(
+        self, organizer_oid: str, meeting_id: str
+    ) -> SecretStr:
+        """The Virtual Appointments browser join URL (Teams Premium; graph.md §1.5). Its app-only
+        permission is documented inconsistently: verify in the tenant, fall back to joinWebUrl."""
+        path = (
+            f"/users/{_seg(organizer_oid)}/onlineMeetings/{_seg(meeting_id)}"
+            "/getVirtualAppointmentJoinWebUrl"
+        )
+        response = await self._send("GET", path, "GET getVirtualAppointmentJoinWebUrl")
+        try:
+            value: Any = response.json().get("value")
+        except (ValueError, AttributeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise GraphError(
+                "Graph getVirtualAppointmentJoinWebUrl: no value", reason="graph_response_invalid"
+            )
+        return SecretStr(value)
+
     async def list_attendance_reports(
         self, organizer_oid: str, meeting_id: str
     ) -> list[AttendanceReport]:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -433,6 +433,13 @@ class FakeGraph:
         return None
 
     def _attendance(self, request: httpx.Request, meeting_id: str, rest: str) -> httpx.Response:
+        if rest == "/getVirtualAppointmentJoinWebUrl" and request.method == "GET":
+            thread = self._stored[meeting_id].data["chatInfo"]["threadId"]
+            value = (
+                "https://visit.teams.microsoft.com/webrtc-svc/api/route"
+                f"?tid={self._stored[meeting_id].tenant_id}&convId={quote(thread, safe='')}"
+            )
+            return httpx.Response(200, json={"value": value})
         room = self._rooms.get(meeting_id)
         reports = room.attendance_reports() if room is not None else []
         if rest == "/attendanceReports" and request.method == "GET":
