@@ -47,7 +47,9 @@ ENGINES = [
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine" in metafunc.fixturenames:
-        metafunc.parametrize(("engine", "anyio_backend"), ENGINES)
+        wanted = getattr(metafunc.module, "ENGINES_USED", None)
+        params = [p for p in ENGINES if wanted is None or p.values[0] in wanted]
+        metafunc.parametrize(("engine", "anyio_backend"), params)
 
 
 @pytest.fixture
@@ -65,17 +67,55 @@ def cipher(key: bytes) -> FieldCipher:
     return FieldCipher(key)
 
 
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    """A DSN whose ``search_path`` is a fresh schema, dropped after the test."""
+def _create_schema() -> str:
     schema = f"teams_ehr_test_{secrets.token_hex(6)}"
     with psycopg.connect(PG_BASE, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    return schema
+
+
+def _drop_schema(schema: str) -> None:
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _dsn(schema: str) -> str:
+    return f"{PG_BASE}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A DSN whose ``search_path`` is a fresh, empty schema, dropped after the test."""
+    schema = _create_schema()
     try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        yield _dsn(schema)
     finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        _drop_schema(schema)
+
+
+@pytest.fixture(scope="session")
+def pg_session_schema() -> Iterator[str]:
+    """One schema per test session (migrated by the first store; DDL is slow to repeat)."""
+    schema = _create_schema()
+    try:
+        yield schema
+    finally:
+        _drop_schema(schema)
+
+
+@pytest.fixture
+def pg_shared_dsn(pg_session_schema: str) -> str:
+    """The session schema with every row deleted (triggers off for the cleanup only)."""
+    with psycopg.connect(PG_BASE, autocommit=True) as conn, conn.transaction():
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "AND table_name <> 'schema_migrations'",
+            (pg_session_schema,),
+        ).fetchall()
+        conn.execute("SET LOCAL session_replication_role = replica")
+        for (table,) in tables:
+            conn.execute(f"DELETE FROM {pg_session_schema}.{table}")
+    return _dsn(pg_session_schema)
 
 
 class StoreMaker:
@@ -114,7 +154,7 @@ def maker(
 ) -> StoreMaker:
     if request.getfixturevalue("anyio_backend") == "trio" and not TRIO_OK:
         pytest.skip("installed trio is older than anyio needs (trio>=0.32): SQLite-on-trio skipped")
-    dsn = request.getfixturevalue("pg_dsn") if engine == "postgres" else None
+    dsn = request.getfixturevalue("pg_shared_dsn") if engine == "postgres" else None
     return StoreMaker(engine, tmp_path / "store.db", cipher, clock, dsn)
 
 

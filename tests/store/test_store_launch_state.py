@@ -57,11 +57,11 @@ async def test_expired_pending_rows_are_swept(store: SqlStore, clock: FakeClock)
     await store.put_pending("h-stale", org_id="org-a", payload=b"v", expires_at=soon)
     clock.advance(60)
     later = clock() + timedelta(minutes=10)
-    for n in range(_common.PURGE_EVERY):
-        await store.put_pending(f"h-{n}", org_id="org-a", payload=b"v", expires_at=later)
+    await store.put_pending("h-fresh", org_id="org-a", payload=b"v", expires_at=later)
+    store._writes = _common.PURGE_EVERY - 1  # the next write is a sweeping one
+    await store.put_pending("h-next", org_id="org-a", payload=b"v", expires_at=later)
     keys = {r[0] for r in await raw(store, "SELECT state_key FROM pending_authorizations")}
-    assert "h-stale" not in keys
-    assert len(keys) == _common.PURGE_EVERY
+    assert keys == {"h-fresh", "h-next"}
 
 
 async def test_remember_once(store: SqlStore, clock: FakeClock) -> None:
@@ -91,10 +91,12 @@ async def test_remember_once_concurrent_single_winner(
 async def test_expired_nonces_are_swept(store: SqlStore, clock: FakeClock) -> None:
     await store.remember_once("jti", "old", expires_at=clock() + timedelta(seconds=1))
     clock.advance(10)
-    for n in range(_common.PURGE_EVERY):
-        await store.remember_once("jti", f"k{n}", expires_at=clock() + timedelta(minutes=5))
+    await store.remember_once("jti", "k1", expires_at=clock() + timedelta(minutes=5))
+    assert len(await raw(store, "SELECT nonce_key FROM nonces")) == 2
+    store._writes = _common.PURGE_EVERY - 1  # the next write is a sweeping one
+    await store.remember_once("jti", "k2", expires_at=clock() + timedelta(minutes=5))
     keys = {r[0] for r in await raw(store, "SELECT nonce_key FROM nonces")}
-    assert "old" not in keys
+    assert keys == {"k1", "k2"}
 
 
 async def test_count_hit_per_bucket_and_window(store: SqlStore, clock: FakeClock) -> None:
@@ -128,3 +130,12 @@ async def test_naive_datetimes_are_refused(store: SqlStore, clock: FakeClock) ->
     assert err.value.reason == "naive_datetime"
     with pytest.raises(UsageError):
         await store.remember_once("", "k", expires_at=clock())
+
+
+async def test_day_old_rate_counters_are_swept(store: SqlStore, clock: FakeClock) -> None:
+    await store.count_hit("join:ip-old", window_start=clock())
+    clock.advance(2 * 86400)
+    store._writes = _common.PURGE_EVERY - 1  # the next write is a sweeping one
+    await store.count_hit("join:ip-new", window_start=clock())
+    buckets = {r[0] for r in await raw(store, "SELECT bucket FROM rate_counters")}
+    assert buckets == {"join:ip-new"}
