@@ -435,11 +435,11 @@ class FakeGraph:
     def _attendance(self, request: httpx.Request, meeting_id: str, rest: str) -> httpx.Response:
         if rest == "/getVirtualAppointmentJoinWebUrl" and request.method == "GET":
             thread = self._stored[meeting_id].data["chatInfo"]["threadId"]
-            value = (
+            va_url = (
                 "https://visit.teams.microsoft.com/webrtc-svc/api/route"
                 f"?tid={self._stored[meeting_id].tenant_id}&convId={quote(thread, safe='')}"
             )
-            return httpx.Response(200, json={"value": value})
+            return httpx.Response(200, json={"value": va_url})
         room = self._rooms.get(meeting_id)
         reports = room.attendance_reports() if room is not None else []
         if rest == "/attendanceReports" and request.method == "GET":
