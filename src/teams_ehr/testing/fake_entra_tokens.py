@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,18 +89,36 @@ class _Key:
         return cls(b64url(hashlib.sha1(der, usedforsecurity=False).digest()), key)
 
 
+_KEY_SEQUENCE: list[_Key] = []
+_KEY_SEQUENCE_LOCK = threading.Lock()
+
+
+def _key_at(index: int) -> _Key:
+    with _KEY_SEQUENCE_LOCK:
+        while len(_KEY_SEQUENCE) <= index:
+            _KEY_SEQUENCE.append(_Key.generate())
+        return _KEY_SEQUENCE[index]
+
+
 class SigningKeys:
-    """Entra's token-signing keys: sign with the newest, publish newest + previous."""
+    """Entra's token-signing keys: sign with the newest, publish newest + previous.
+
+    Entra's signing keys are global (the same for every tenant), so every fake in a process
+    draws from one lazily generated key sequence: a new fake signs with key 0 and each rotation
+    moves to the next key. It is also what keeps many fakes cheap (RSA generation is slow).
+    """
 
     def __init__(self) -> None:
-        self._keys = [_Key.generate()]
+        self._index = 0
+        self._keys = [_key_at(0)]
 
     @property
     def current_kid(self) -> str:
         return self._keys[0].kid
 
     def rotate(self, *, keep_previous: bool = True) -> str:
-        new = _Key.generate()
+        self._index += 1
+        new = _key_at(self._index)
         self._keys = [new, *self._keys[:1]] if keep_previous else [new]
         return new.kid
 
