@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -51,6 +52,7 @@ from teams_ehr.smart.authorize import SmartClientConfig
 from teams_ehr.smart.client_auth import PrivateKeyJwt
 from teams_ehr.smart.flows import SmartLaunchClient
 from teams_ehr.smart.launch import parse_launch_request
+from teams_ehr.testing.asgi import asgi_app_from_handler
 from teams_ehr.testing.fake_ehr import FakeEhr
 from teams_ehr.testing.loopback import serve_on_loopback
 
@@ -135,8 +137,9 @@ class HandWritten:
 class FhirClientPy:
     name = "(c) python fhirclient"
 
-    def __init__(self, fake: FakeEhr) -> None:
+    def __init__(self, fake: FakeEhr, name: str | None = None) -> None:
         self.fake = fake
+        self.name = name or self.name
         fake.register_client("fc-app", redirect_uris=[REDIRECT], secret="fc-secret")
         logging.getLogger("fhirclient").setLevel(logging.ERROR)
 
@@ -151,6 +154,50 @@ class FhirClientPy:
         smart.handle_callback(response.headers["location"])
         context: dict[str, Any] = smart.launch_context or {}
         return context.get("patient")
+
+
+# fmt: off
+RESOURCE_TYPES = (
+    "Account", "AllergyIntolerance", "Appointment", "Binary", "CarePlan", "CareTeam",
+    "Condition", "Consent", "Coverage", "Device", "DiagnosticReport", "DocumentReference",
+    "Encounter", "Endpoint", "FamilyMemberHistory", "Flag", "Goal", "Group", "Immunization",
+    "ImagingStudy", "List", "Location", "Media", "Medication", "MedicationAdministration",
+    "MedicationDispense", "MedicationRequest", "Observation", "Organization", "Patient",
+    "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire",
+    "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchStudy", "ServiceRequest",
+    "Specimen", "Substance", "Task",
+)
+# fmt: on
+
+
+def production_sized_metadata(
+    fake: FakeEhr, copies: int
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A handler serving a CapabilityStatement shaped like a production EHR's (every resource
+    with interactions and documented search parameters), delegating the rest to ``fake``."""
+    statement = fake.capability_statement()
+    resources = []
+    for index in range(copies):
+        kind = RESOURCE_TYPES[index % len(RESOURCE_TYPES)]
+        params = [
+            {"name": f"param-{n}", "type": "token",
+             "documentation": f"Search {kind} by parameter {n}; see the vendor guide." * 3}
+            for n in range(12)
+        ]  # fmt: skip
+        interactions = [{"code": c} for c in ("read", "vread", "search-type", "create")]
+        resources.append({"type": kind, "interaction": interactions, "searchParam": params})
+    statement["rest"][0]["resource"] = resources
+    body = json.dumps(statement).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == fake.base_path + "/metadata":
+            fake.requests.append(request)
+            return httpx.Response(
+                200, headers={"Content-Type": "application/fhir+json"}, content=body
+            )
+        return fake.handler(request)
+
+    return handler
 
 
 def _measure(
@@ -176,17 +223,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=15)
+    parser.add_argument(
+        "--capability-resources",
+        type=int,
+        default=len(RESOURCE_TYPES),
+        help="resource entries in the production-sized CapabilityStatement of row (d)",
+    )
     args = parser.parse_args()
     signer = LocalSigner.generate("RS384")
     fake = FakeEhr(base_url="http://127.0.0.1/fhir/r4")
     fake.register_client("app", redirect_uris=[REDIRECT], jwks={"keys": [signer.public_jwk()]})
+    big = FakeEhr(base_url="http://127.0.0.1/fhir/r4")
+    served: dict[str, Callable[[httpx.Request], httpx.Response]] = {"handler": big.handler}
+    big_app = asgi_app_from_handler(lambda request: served["handler"](request))
     with (
         serve_on_loopback(fake.asgi_app()) as url,
+        serve_on_loopback(big_app) as big_url,
         httpx.Client() as http,
         httpx.Client() as browser,
     ):
         fake.rebase(url + "/fhir/r4")
-        impls = [TeamsEhr(fake, http, signer), HandWritten(fake, http, signer), FhirClientPy(fake)]
+        big.rebase(big_url + "/fhir/r4")  # the statement embeds URLs: build it after rebasing
+        served["handler"] = production_sized_metadata(big, args.capability_resources)
+        impls = [
+            TeamsEhr(fake, http, signer),
+            HandWritten(fake, http, signer),
+            FhirClientPy(fake),
+            FhirClientPy(big, "(d) python fhirclient, production-sized /metadata"),
+        ]
         times: dict[str, list[float]] = {impl.name: [] for impl in impls}
         cpu: dict[str, list[float]] = {impl.name: [] for impl in impls}
         for round_ in range(args.warmup + args.launches):
@@ -198,7 +262,15 @@ def main() -> None:
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
     cpu_ms = {name: statistics.median(values) * 1000 for name, values in cpu.items()}
     p90 = {name: statistics.quantiles(v, n=10)[-1] * 1000 for name, v in times.items()}
-    ours, hand, fhirclient = (medians[impl.name] for impl in impls)
+    ours, hand, fhirclient, fhirclient_big = (medians[impl.name] for impl in impls)
+    metadata_kib = (
+        len(
+            production_sized_metadata(big, args.capability_resources)(
+                httpx.Request("GET", big.base_url + "/metadata")
+            ).content
+        )
+        / 1024
+    )
     lines = [
         f"# P2 (SMART part) — full EHR launch on loopback ({args.launches} launches each, "
         f"interleaved; Python {platform.python_version()})",
@@ -213,8 +285,11 @@ def main() -> None:
         ),
         "",
         f"- teams-ehr / hand-written = **{ours / hand:.2f}** (goal ≤ 1.15)",
-        f"- fhirclient / teams-ehr = **{fhirclient / ours:.2f}** (goal ≥ 3; fhirclient does "
-        "less: no assertion signing, no JWKS fetch, no id_token verification)",
+        f"- fhirclient / teams-ehr = **{fhirclient / ours:.2f}** with FakeEhr's minimal "
+        f"CapabilityStatement, **{fhirclient_big / ours:.2f}** with a production-sized one "
+        f"({args.capability_resources} resources, {metadata_kib:.0f} KiB) — goal ≥ 3. fhirclient "
+        "does less: no assertion signing, no JWKS fetch, no id_token verification; its only "
+        "discovery path is /metadata, parsed into its models.",
         "- every launch: discovery, browser authorize (302), token (PKCE + client auth), "
         "JWKS + id_token verification for (a) and (b); fhirclient: /metadata, authorize, token "
         "with client_secret_basic.",

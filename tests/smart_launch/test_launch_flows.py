@@ -524,3 +524,42 @@ def test_no_canary_in_logs_errors_or_models(
         canaries, caplog.text, result, result.context, result.token, pending, redirect, *errors
     )
     assert "HTTP Request" in caplog.text
+
+
+def test_legacy_server_via_metadata_fallback_needs_opt_in(
+    fake: FakeEhr, http: httpx.Client, signer: CountingSigner
+) -> None:
+    fake.serve_well_known = False
+    strict = SmartClientConfig(client_id="app", redirect_uri=REDIRECT)
+    with pytest.raises(PkceUnsupportedError):
+        start(client_for(http, strict, signer), fake)
+    legacy = SmartClientConfig(
+        client_id="app",
+        redirect_uri=REDIRECT,
+        allow_missing_pkce_metadata=True,
+        scopes=("launch", "user/Patient.rs"),
+    )
+    client = client_for(http, legacy, signer)
+    redirect, pending, _ = start(client, fake)
+    assert pending.jwks_uri is None
+    params = fake.authorize_in_browser(redirect)
+    assert "code_challenge" in dict(parse_qsl(urlsplit(redirect.url).query))
+    result = client.complete_launch(pending, params, session_id="sess")
+    assert result.context.patient == "patient-1"
+    assert result.context.user_id is None  # no openid: no verified identity
+    assert len(fake.calls("metadata")) == 2
+
+
+def test_epic_string_banner_and_non_epic_server(key: LocalSigner) -> None:
+    fake = FakeEhr(clock=lambda: NOW, epic=False)
+    fake.register_client("app", redirect_uris=[REDIRECT], jwks={"keys": [key.public_jwk()]})
+    config = SmartClientConfig(client_id="app", redirect_uri=REDIRECT)
+    with httpx.Client(transport=httpx.MockTransport(fake.handler)) as http:
+        client = client_for(http, config, key)
+        redirect, pending, _ = start(client, fake, need_patient_banner=False)
+        result = client.complete_launch(
+            pending, fake.authorize_in_browser(redirect), session_id="sess"
+        )
+    assert result.context.need_patient_banner is False
+    assert result.context.appointment is None
+    assert result.context.epic_dstu2_patient is None

@@ -77,3 +77,15 @@ def test_two_servers_get_distinct_ports() -> None:
     app = asgi_app_from_handler(echo)
     with serve_on_loopback(app) as first, serve_on_loopback(app) as second:
         assert first != second
+
+
+def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
+    # asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP; without it
+    # every keep-alive response is delayed by Nagle + delayed ACK.
+    from teams_ehr.testing.loopback import LoopbackServer
+
+    server = LoopbackServer(asgi_app_from_handler(echo))
+    try:
+        assert server._socket.proto == socket.IPPROTO_TCP
+    finally:
+        server.stop()

@@ -48,7 +48,17 @@ _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT_SCRIPT.encode()).dige
 
 
 class SmartClientConfig(BaseModel):
-    """Our registration at one EHR environment (client id, redirect URI, scopes)."""
+    """Our registration at one EHR environment.
+
+    ``scopes`` are validated (v1 and v2 syntax); ``launch`` is added for EHR launches and dropped
+    for standalone ones. ``use_post`` sends the authorization request as an auto-submitting form
+    when the server advertises ``authorize-post`` (EHR launch only, as at Epic).
+    ``epic_client_id_header`` sends ``Epic-Client-ID: <client_id>`` on discovery (harmless
+    elsewhere). ``pending_ttl`` ≤ 10 minutes (T04). ``allow_http`` is for loopback tests only.
+    ``allow_missing_pkce_metadata`` accepts a legacy server that does not advertise
+    ``code_challenge_methods_supported`` (PKCE S256 is still sent). ``id_token_algorithms``:
+    RS256 by default (Epic signs with RS256 only; SMART servers SHALL support it).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 

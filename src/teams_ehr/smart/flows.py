@@ -75,7 +75,7 @@ _SECRET_KEYS = frozenset({"access_token", "id_token", "refresh_token"})
 class LaunchResult(BaseModel):
     """A completed launch: the verified context and the token response (secrets as SecretStr)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     org_id: str
     issuer: str

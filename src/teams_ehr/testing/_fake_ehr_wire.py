@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
@@ -21,6 +21,7 @@ import jwt
 from teams_ehr.testing._fake_ehr_checks import FakeOAuthError
 
 __all__ = [
+    "AuthorizationRedirectLike",
     "CAPABILITIES",
     "ClientRecord",
     "Grant",
@@ -54,6 +55,17 @@ CAPABILITIES = (
     "sso-openid-connect",
 )
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+class AuthorizationRedirectLike(Protocol):
+    """What `FakeEhr.authorize_in_browser` needs of an authorization redirect."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]: ...
 
 
 @dataclass(frozen=True, slots=True)

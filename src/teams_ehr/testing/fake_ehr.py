@@ -25,7 +25,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -44,7 +44,7 @@ from teams_ehr.testing._fake_ehr_checks import (
 )
 from teams_ehr.testing.asgi import ASGIApp, asgi_app_from_handler
 
-__all__ = ["AuthorizationRedirectLike", "FakeEhr", "FakeEhrError"]
+__all__ = ["FakeEhr", "FakeEhrError"]
 
 Endpoint = Literal[
     "smart-configuration", "metadata", "openid-configuration", "authorize", "token", "jwks", "fhir"
@@ -68,15 +68,6 @@ def _signing_key() -> rsa.RSAPrivateKey:
 
 class FakeEhrError(RuntimeError):
     """The fake could not play a step (e.g. the authorize endpoint did not redirect)."""
-
-
-class AuthorizationRedirectLike(Protocol):
-    @property
-    def method(self) -> str: ...
-    @property
-    def url(self) -> str: ...
-    @property
-    def fields(self) -> tuple[tuple[str, str], ...]: ...
 
 
 class FakeEhr:
@@ -342,7 +333,7 @@ class FakeEhr:
 
     def _redirect(self, redirect_uri: str, **params: str | None) -> httpx.Response:
         query = {k: v for k, v in params.items() if v is not None}
-        if self.send_iss:
+        if self.send_iss and self.serve_well_known:  # RFC 9207 §3: advertised in metadata
             query["iss"] = self.oidc_issuer
         separator = "&" if "?" in redirect_uri else "?"
         location = redirect_uri + separator + urlencode(query)
@@ -492,7 +483,7 @@ class FakeEhr:
 
     # -- the browser -----------------------------------------------------------------------------
 
-    def authorize_in_browser(self, redirect: AuthorizationRedirectLike) -> dict[str, str]:
+    def authorize_in_browser(self, redirect: wire.AuthorizationRedirectLike) -> dict[str, str]:
         """Play browser + user consent: send the authorization request to this fake, follow its
         302 (without network) and return the callback's query parameters."""
         if redirect.method == "POST":
