@@ -563,3 +563,55 @@ def test_epic_string_banner_and_non_epic_server(key: LocalSigner) -> None:
     assert result.context.need_patient_banner is False
     assert result.context.appointment is None
     assert result.context.epic_dstu2_patient is None
+
+
+@pytest.mark.anyio
+async def test_concurrent_launches_share_discovery_and_jwks(
+    fake: FakeEhr, key: LocalSigner, config: SmartClientConfig
+) -> None:
+    import anyio
+
+    results: list[str | None] = []
+
+    async def interleaving(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0)  # let the other launches run while this request is in flight
+        return fake.handler(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(interleaving)) as http:
+        client = AsyncSmartLaunchClient(http, config, PrivateKeyJwt("app", key), clock=lambda: NOW)
+
+        async def launch(index: int) -> None:
+            redirect, pending = await client.start_launch(
+                fake.base_url, "o", launch=fake.issue_launch(patient=f"p{index}"),
+                session_id=f"s{index}", approved=None,
+            )  # fmt: skip
+            params = fake.authorize_in_browser(redirect)
+            result = await client.complete_launch(pending, params, session_id=f"s{index}")
+            results.append(result.context.patient)
+
+        async with anyio.create_task_group() as group:
+            for index in range(40):
+                group.start_soon(launch, index)
+    assert sorted(results, key=str) == sorted((f"p{i}" for i in range(40)), key=str)
+    assert len(fake.calls("smart-configuration")) == 1
+    assert len(fake.calls("jwks")) == 1
+    assert len(fake.calls("token")) == 40
+
+
+def test_token_503_retried_with_a_fresh_assertion(
+    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig
+) -> None:
+    client = client_for(http, config, signer)
+    redirect, pending, _ = start(client, fake)
+    fake.fail_next("token", 503, retry_after=0)
+    result = client.complete_launch(pending, fake.authorize_in_browser(redirect), session_id="sess")
+    assert result.context.patient == "patient-1"
+    posts = fake.calls("token")
+    assert len(posts) == 2
+    jtis = {
+        jwt.decode(dict(parse_qsl(p.content.decode()))["client_assertion"],
+                   options={"verify_signature": False})["jti"]
+        for p in posts
+    }  # fmt: skip
+    assert len(jtis) == 2
+    assert signer.count == 2
