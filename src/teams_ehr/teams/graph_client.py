@@ -16,7 +16,7 @@ Calls (Graph v1.0 unless noted; reference/graph.md §1):
 Errors: Graph's ``{"error": {"code", "message", "innerError": {"request-id"}}}`` becomes
 :class:`~teams_ehr.errors.GraphError` with status, code and request id. Graph's own message is
 never copied (it can echo URLs and user ids); a missing application access policy gets its own
-reason and the fix.
+reason and the fix (:mod:`teams_ehr.teams.graph_errors`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from teams_ehr._http import send_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.errors import GraphError, GraphThrottledError, TransportError, UsageError
+from teams_ehr.errors import GraphError, TransportError, UsageError
 from teams_ehr.teams.credentials import AccessTokenProvider
+from teams_ehr.teams.graph_errors import (
+    APPLICATION_ACCESS_POLICY_DOCS,
+    graph_error,
+    graph_error_from_response,
+)
 from teams_ehr.teams.models import AttendanceRecord, AttendanceReport, OnlineMeeting, Subscription
 from teams_ehr.teams.retry import (
     NOT_PROCESSED_STATUSES,
@@ -57,17 +62,7 @@ log = get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 PREFER_UNKNOWN_ENUMS = "include-unknown-enum-members"
-APPLICATION_ACCESS_POLICY_DOCS = (
-    "https://learn.microsoft.com/graph/cloud-communication-online-meeting-application-access-policy"
-)
-_ACCESS_POLICY_HINTS = (
-    "application access policy",
-    "not authorized to create meeting on behalf of user",
-    "is not allowed to perform operations on the user",
-)
 _MAX_PAGES = 200
-_REASONS = {400: "graph_bad_request", 401: "graph_unauthorized", 403: "graph_forbidden"}
-_REASONS |= {404: "graph_not_found", 409: "graph_conflict", 412: "graph_precondition_failed"}
 
 
 def graph_time(value: datetime) -> str:
@@ -75,75 +70,6 @@ def graph_time(value: datetime) -> str:
     if value.tzinfo is None:
         raise UsageError("Graph times must be timezone-aware", reason="naive_datetime")
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def graph_error(
-    status: int,
-    *,
-    code: str | None,
-    message: str | None,
-    request_id: str | None,
-    route: str,
-    retry_after: float | None = None,
-) -> GraphError:
-    """The library error for a Graph failure. ``message`` (Graph's text) only drives the reason
-    for a missing application access policy; it is never copied into the error."""
-    code = (code or "")[:64] or None
-    if status in (429, 503, 504) and retry_after is not None:
-        return GraphThrottledError(
-            f"Graph {route} throttled: HTTP {status}",
-            retry_after=retry_after,
-            status_code=status,
-            code=code,
-            request_id=request_id,
-        )
-    lowered = (message or "").lower()
-    if status in (401, 403) and any(hint in lowered for hint in _ACCESS_POLICY_HINTS):
-        return GraphError(
-            f"Graph {route} refused: HTTP {status} {code}. The organizer has no Teams application "
-            "access policy for this app: run New-CsApplicationAccessPolicy and "
-            "Grant-CsApplicationAccessPolicy (per user or -Global); changes take up to 30 minutes. "
-            f"See {APPLICATION_ACCESS_POLICY_DOCS}",
-            status_code=status,
-            code=code,
-            request_id=request_id,
-            reason="graph_application_access_policy_missing",
-        )
-    reason = _REASONS.get(status, "graph_server_error" if status >= 500 else "graph_http_error")
-    return GraphError(
-        f"Graph {route} failed: HTTP {status} {code or ''}".rstrip(),
-        status_code=status,
-        code=code,
-        request_id=request_id,
-        reason=reason,
-    )
-
-
-def graph_error_from_response(
-    response: httpx.Response, route: str, *, retry_after: float | None = None
-) -> GraphError:
-    """Parse Graph's error JSON (``error.code``, ``error.innerError.request-id``)."""
-    code = message = request_id = None
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        message = error.get("message") if isinstance(error.get("message"), str) else None
-        inner = error.get("innerError") or error.get("innererror")
-        if isinstance(inner, dict) and isinstance(inner.get("request-id"), str):
-            request_id = inner["request-id"][:64]
-    request_id = request_id or response.headers.get("request-id", "")[:64] or None
-    return graph_error(
-        response.status_code,
-        code=code,
-        message=message,
-        request_id=request_id,
-        route=route,
-        retry_after=retry_after,
-    )
 
 
 def _seg(value: str) -> str:

@@ -31,7 +31,8 @@ import httpx
 
 from teams_ehr._types import utc_now
 from teams_ehr.errors import ConfigurationError, GraphError, TransportError
-from teams_ehr.teams.graph_client import PREFER_UNKNOWN_ENUMS, graph_error
+from teams_ehr.teams.graph_client import PREFER_UNKNOWN_ENUMS
+from teams_ehr.teams.graph_errors import graph_error
 from teams_ehr.teams.meetings import GraphMeetingFactory
 from teams_ehr.teams.models import OnlineMeeting
 from teams_ehr.teams.retry import parse_retry_after
