@@ -174,8 +174,11 @@ async def test_malformed_tokens_never_reach_the_store(clock: FakeClock) -> None:
     assert store.calls == 0
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(guess=st.one_of(st.text(max_size=60), st.from_regex(r"\A[A-Za-z0-9_-]{43}\Z")))
+URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(guess=st.one_of(st.text(max_size=60), st.text(alphabet=URLSAFE, min_size=43, max_size=43)))
 async def test_random_guesses_never_resolve(guess: str) -> None:
     store = MemoryJoinStore()
     svc = service(store, FakeClock(START), rate_limit=10_000)
