@@ -32,6 +32,7 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
     │   │   └── LobbyPolicyViolationError  the meeting's lobby read-back does not match the policy
     │   └── FhirError                  a FHIR server refused a write (status, OperationOutcome codes)
     │       └── FhirUnavailableError   FHIR server down or throttled; retry at ``retry_at``
+    ├── VisitNotReadyError             the visit's meeting does not exist yet (patient came early)
     └── StorageError                   the store failed (I/O, migration, integrity)
         └── StorageConflictError       a uniqueness or version rule refused the write
 
@@ -74,6 +75,7 @@ __all__ = [
     "TransportError",
     "UntrustedIssuerError",
     "UsageError",
+    "VisitNotReadyError",
     "WebhookRejectedError",
 ]
 
@@ -375,4 +377,12 @@ class StorageConflictError(StorageError):
     """A uniqueness or optimistic-version rule refused the write (nothing was changed)."""
 
     default_reason = "storage_conflict"
+    http_status_hint = 409
+
+
+class VisitNotReadyError(TeamsEhrError):
+    """The appointment has no verified meeting yet: the patient arrived before the visit was
+    prepared (by the clinician's launch or :meth:`~teams_ehr.visits.VisitService.prepare_visit`)."""
+
+    default_reason = "visit_not_ready"
     http_status_hint = 409

@@ -1,0 +1,103 @@
+"""Flask adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` on a sync host (SPEC E2).
+
+The runtime is async; a Flask worker thread reaches it through ONE long-lived anyio blocking
+portal (an event loop in a background thread), never ``anyio.run`` per request: the runtime's
+``httpx.AsyncClient`` and store must stay on the loop that opened them::
+
+    bridge = FlaskTeamsEhr(TeamsEhr(settings))
+    bridge.init_app(app)          # starts the portal, opens the runtime, registers routes
+    ...
+    bridge.close()                # at shutdown
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from flask import Blueprint, Flask, Response, request
+
+from teams_ehr.app import TeamsEhr
+from teams_ehr.integrations.routes import (
+    ROUTES,
+    SESSION_MAX_AGE,
+    IncomingRequest,
+    RouteSpec,
+    browser_session,
+    handle,
+    session_cookie_name,
+)
+
+__all__ = ["FlaskTeamsEhr"]
+
+
+def _flask_path(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+class FlaskTeamsEhr:
+    """Owns the blocking portal and the opened runtime for one Flask application."""
+
+    def __init__(self, runtime: TeamsEhr) -> None:
+        self.runtime = runtime
+        self._stack = ExitStack()
+        self._portal: BlockingPortal | None = None
+
+    def __repr__(self) -> str:
+        return "<FlaskTeamsEhr>"
+
+    @property
+    def portal(self) -> BlockingPortal:
+        if self._portal is None:
+            self._portal = self._stack.enter_context(start_blocking_portal(backend="asyncio"))
+            self._stack.enter_context(self._portal.wrap_async_context_manager(self.runtime))
+        return self._portal
+
+    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run an async runtime function from a Flask thread and return its result."""
+        return self.portal.call(func, *args)
+
+    def init_app(self, app: Flask, *, url_prefix: str = "") -> None:
+        self.portal  # noqa: B018 - open the runtime now, not on the first request
+        blueprint = Blueprint("teams_ehr", __name__, url_prefix=url_prefix or None)
+        for spec in ROUTES:
+            blueprint.add_url_rule(
+                _flask_path(spec.path), spec.name, self._view(spec), methods=list(spec.methods)
+            )
+        app.register_blueprint(blueprint)
+        app.extensions["teams_ehr"] = self
+
+    def _view(self, spec: RouteSpec) -> Callable[..., Response]:
+        def view(**path_params: str) -> Response:
+            secure = request.scheme == "https"
+            cookie = session_cookie_name(secure=secure)
+            session_id, fresh = browser_session(request.cookies.get(cookie))
+            source = request.form if request.method == "POST" else request.args
+            incoming = IncomingRequest(
+                route=spec.name,
+                path_params=path_params,
+                params=dict(source.items()),
+                session_id=session_id,
+                client_key=request.remote_addr or "unknown",
+                headers=dict(request.headers),
+            )
+            result = self.call(handle, self.runtime, incoming)
+            response = Response(result.body, status=result.status, content_type=result.media_type)
+            for name, value in result.headers:
+                response.headers[name] = value
+            if fresh:
+                response.set_cookie(
+                    cookie, session_id, max_age=SESSION_MAX_AGE, httponly=True, secure=secure,
+                    samesite="Lax", path="/",
+                )  # fmt: skip
+            return response
+
+        return view
+
+    def close(self) -> None:
+        """Close the runtime and stop the portal's event loop."""
+        self._stack.close()
+        self._portal = None

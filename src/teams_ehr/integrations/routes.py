@@ -1,0 +1,143 @@
+"""The framework-free route table both adapters mount (DESIGN.md rule 11: adapters stay thin).
+
+An adapter turns its framework's request into an :class:`IncomingRequest`, calls
+:func:`handle`, and writes the :class:`~teams_ehr.web.WebResponse` back. All flow logic, error
+mapping and session rules live here and below, once.
+
+The browser session is an opaque random cookie (``__Host-`` prefixed on https): it binds
+``state`` to the browser (SMART app-launch: state "tied to the user's current session") and
+carries nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from teams_ehr._redact import get_logger
+from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
+from teams_ehr.errors import LaunchParameterError, TeamsEhrError
+from teams_ehr.orgs.models import EnvironmentName
+from teams_ehr.web import WebResponse, error_response
+
+__all__ = [
+    "ROUTES",
+    "SESSION_MAX_AGE",
+    "IncomingRequest",
+    "RouteSpec",
+    "browser_session",
+    "handle",
+    "session_cookie_name",
+]
+
+_log = get_logger(__name__)
+_ENVIRONMENTS: tuple[EnvironmentName, ...] = ("test", "production")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """What the core needs of a request; ``params`` is the query (GET) or the form (POST)."""
+
+    route: str
+    path_params: Mapping[str, str]
+    params: Mapping[str, str]
+    session_id: str
+    client_key: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<IncomingRequest route={self.route!r}>"
+
+
+Handler = Callable[[TeamsEhr, IncomingRequest], Awaitable[WebResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    path: str  # Starlette/Flask-compatible placeholders: {name}
+    methods: tuple[Literal["GET", "POST"], ...]
+    handler: Handler
+
+
+def _environment(request: IncomingRequest) -> EnvironmentName:
+    value = request.path_params.get("environment", "")
+    for name in _ENVIRONMENTS:
+        if value == name:
+            return name
+    raise LaunchParameterError("unknown environment in launch URL", reason="bad_environment")
+
+
+async def _provider_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.begin_launch(
+        request.path_params["org_id"], _environment(request), request.params,
+        session_id=request.session_id, role="provider",
+    )  # fmt: skip
+
+
+async def _patient_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.begin_launch(
+        request.path_params["org_id"], _environment(request), request.params,
+        session_id=request.session_id, role="patient",
+    )  # fmt: skip
+
+
+async def _ehr_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.complete_ehr_callback(request.params, session_id=request.session_id)
+
+
+async def _microsoft_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.complete_microsoft_signin(request.params, session_id=request.session_id)
+
+
+async def _join(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.join(request.path_params["token"], client_key=request.client_key)
+
+
+async def _jwks(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    body = json.dumps(app.public_jwks()).encode("utf-8")
+    headers = (("Cache-Control", "public, max-age=3600"), ("X-Content-Type-Options", "nosniff"))
+    return WebResponse(200, body, "application/jwk-set+json", headers)
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec(
+        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
+    ),
+    RouteSpec(
+        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _patient_launch
+    ),
+    RouteSpec("ehr_callback", "/callback", ("GET",), _ehr_callback),
+    RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
+    RouteSpec("join", "/j/{token}", ("GET",), _join),
+    RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),
+)
+_BY_NAME = {route.name: route for route in ROUTES}
+
+
+async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    """Run the route; a :class:`TeamsEhrError` becomes its generic error page (never its text)."""
+    route = _BY_NAME[request.route]
+    try:
+        return await route.handler(app, request)
+    except TeamsEhrError as exc:
+        _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason)
+        return error_response(exc)
+
+
+def session_cookie_name(*, secure: bool) -> str:
+    """``__Host-`` cookies must be Secure, path ``/`` and host-only (RFC 6265bis §4.1.3.2)."""
+    return "__Host-teams-ehr-session" if secure else "teams-ehr-session"
+
+
+def browser_session(cookie_value: str | None) -> tuple[str, bool]:
+    """The session id from the cookie, or a new one; the flag says the cookie must be set."""
+    if cookie_value is not None and 32 <= len(cookie_value) <= 64 and cookie_value.isascii():
+        return cookie_value, False
+    return secrets.token_urlsafe(32), True
+
+
+SESSION_MAX_AGE = 8 * 3600

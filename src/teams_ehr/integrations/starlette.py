@@ -1,0 +1,98 @@
+"""Starlette / FastAPI adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` (SPEC E2).
+
+::
+
+    runtime = TeamsEhr(settings)
+    app = FastAPI(lifespan=teams_ehr_lifespan(runtime))
+    app.router.routes.extend(teams_ehr_routes(runtime))
+
+Only translation happens here: request → :class:`IncomingRequest`, :class:`WebResponse` →
+``Response``, plus the session cookie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from teams_ehr.app import TeamsEhr
+from teams_ehr.integrations.routes import (
+    ROUTES,
+    SESSION_MAX_AGE,
+    IncomingRequest,
+    RouteSpec,
+    browser_session,
+    handle,
+    session_cookie_name,
+)
+from teams_ehr.web import WebResponse
+
+__all__ = ["teams_ehr_lifespan", "teams_ehr_routes"]
+
+
+def teams_ehr_lifespan(
+    runtime: TeamsEhr,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A Starlette ``lifespan`` that opens and closes the runtime with the app."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        async with runtime:
+            yield
+
+    return lifespan
+
+
+def _client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        secure = request.url.scheme == "https"
+        cookie = session_cookie_name(secure=secure)
+        session_id, fresh = browser_session(request.cookies.get(cookie))
+        if request.method == "POST":
+            form = await request.form()
+            params = {k: v for k, v in form.items() if isinstance(v, str)}
+        else:
+            params = dict(request.query_params)
+        incoming = IncomingRequest(
+            route=spec.name,
+            path_params={k: str(v) for k, v in request.path_params.items()},
+            params=params,
+            session_id=session_id,
+            client_key=_client_key(request),
+            headers=dict(request.headers),
+        )
+        response = _to_starlette(await handle(runtime, incoming))
+        if fresh:
+            response.set_cookie(
+                cookie, session_id, max_age=SESSION_MAX_AGE, httponly=True, secure=secure,
+                samesite="lax", path="/",
+            )  # fmt: skip
+        return response
+
+    return endpoint
+
+
+def _to_starlette(result: WebResponse) -> Response:
+    response = Response(result.body, status_code=result.status, media_type=result.media_type)
+    for name, value in result.headers:
+        response.headers[name] = value
+    return response
+
+
+def teams_ehr_routes(runtime: TeamsEhr, *, prefix: str = "") -> list[Route]:
+    """Starlette routes for every :data:`ROUTES` entry, under ``prefix``."""
+    return [
+        Route(
+            prefix + spec.path, _endpoint(runtime, spec), methods=list(spec.methods), name=spec.name
+        )
+        for spec in ROUTES
+    ]

@@ -1,0 +1,207 @@
+"""A whole offline world: FakeEhr (+ FakeFhirServer), FakeEntra and FakeGraph behind one router.
+
+The demo, the example apps' tests, the benchmarks and integrators' tests use it the same way::
+
+    sandbox = Sandbox()
+    async with sandbox.app() as app:                 # a TeamsEhr wired to the fakes
+        org = await sandbox.seed_organization(app)   # created, submitted and approved
+        launch = sandbox.provider_launch()           # the EHR's "Begin virtual visit"
+
+Every HTTP request of the app goes through :meth:`Sandbox.transport`, which routes by host to
+the fake that owns it and refuses anything else, so nothing can leave the machine.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from teams_ehr._http import run_async
+from teams_ehr._types import Clock, utc_now
+from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
+from teams_ehr.config import MicrosoftSettings, SmartSettings, TeamsEhrSettings
+from teams_ehr.keys import LocalSigner, Signer
+from teams_ehr.orgs.approval import ApprovalProof
+from teams_ehr.orgs.models import Environment, EnvironmentConfig, Organization, config_hash
+from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
+from teams_ehr.teams.identity import MicrosoftIdentity
+from teams_ehr.testing.fake_ehr import FakeEhr
+from teams_ehr.testing.fake_entra import FakeEntra
+from teams_ehr.testing.fake_fhir import FakeFhirServer
+from teams_ehr.testing.fake_graph import FakeGraph
+
+__all__ = ["Sandbox", "SandboxRoutingError"]
+
+TENANT_ID = "7c1a6b2e-3f4d-4e5a-9b8c-0d1e2f3a4b5c"
+APPROVER_OID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+CLINICIAN_OID = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+MICROSOFT_CLIENT_ID = "3f2e1d0c-b9a8-4765-8432-10fedcba9876"
+SMART_CLIENT_ID = "teams-ehr-sandbox"
+PRACTITIONER = "practitioner-1"
+
+
+class SandboxRoutingError(httpx.TransportError):
+    """A request to a host no fake owns: the sandbox never lets traffic leave the process."""
+
+
+def _b64key() -> SecretStr:
+    import base64
+
+    return SecretStr(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+
+
+class Sandbox:
+    """The fakes, their registrations, settings for a :class:`TeamsEhr`, and seed helpers."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = utc_now,
+        app_base_url: str = "https://app.test",
+        ehr_base: str = "https://ehr.test/interconnect/api/FHIR/R4",
+        store_url: str = "sqlite://:memory:",
+        graph_base_url: str = "https://graph.microsoft.com",
+        signer: Signer | None = None,
+    ) -> None:
+        self.clock = clock
+        self.app_base_url = app_base_url.rstrip("/")
+        self.fhir = FakeFhirServer(ehr_base, clock=clock, token_check=self._fhir_token_ok)
+        self.ehr = FakeEhr(ehr_base, clock=clock, fhir_handler=self.fhir.handler)
+        self.entra = FakeEntra(TENANT_ID, clock=clock)
+        self.graph = FakeGraph(
+            tenant_id=TENANT_ID, clock=clock, base_url=graph_base_url, token_checker=self._tenant
+        )
+        self.signer = signer or LocalSigner.generate("ES384")
+        secret = secrets.token_urlsafe(24)
+        self.settings = TeamsEhrSettings(
+            app_base_url=self.app_base_url,
+            store_url=store_url,
+            encryption_key=_b64key(),
+            external_id_key=_b64key(),
+            smart=SmartSettings(signing_alg="ES384"),
+            microsoft=MicrosoftSettings(
+                client_id=MICROSOFT_CLIENT_ID,
+                client_secret=SecretStr(secret),
+                authority_host=self.entra.authority_host,
+                graph_base_url=graph_base_url,
+            ),
+        )
+        self.redirect_uri = self.app_base_url + "/callback"
+        self.ehr.register_client(
+            SMART_CLIENT_ID,
+            redirect_uris=[self.redirect_uri],
+            jwks={"keys": [self.signer.public_jwk()]},
+        )
+        self.entra.register_app(
+            MICROSOFT_CLIENT_ID,
+            redirect_uris=[self.app_base_url + MICROSOFT_CALLBACK_PATH],
+            secret=secret,
+        )
+        self._routes = {
+            httpx.URL(ehr_base).host: self.ehr.handler,
+            httpx.URL(self.entra.authority_host).host: self.entra.handler,
+        }
+        self._graph_host = httpx.URL(graph_base_url).host
+
+    def __repr__(self) -> str:
+        return f"<Sandbox ehr={self.ehr.base_url!r}>"
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _fhir_token_ok(self, token: str) -> bool:
+        return self.ehr.token_info(token) is not None
+
+    def _tenant(self, token: str) -> str | None:
+        claims = self.entra.validate_access_token(token)
+        return None if claims is None else str(claims.get("tid"))
+
+    async def route(self, request: httpx.Request) -> httpx.Response:
+        """The transport handler: by host to the fake that owns it."""
+        if request.url.host == self._graph_host:
+            return await self.graph.handler(request)
+        handler = self._routes.get(request.url.host)
+        if handler is None:
+            raise SandboxRoutingError(f"no fake serves {request.url.host!r}", request=request)
+        await request.aread()
+        return handler(request)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.route)
+
+    def http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport())
+
+    def app(self, **kwargs: Any) -> TeamsEhr:
+        """A :class:`TeamsEhr` on these settings whose HTTP goes to the fakes."""
+        kwargs.setdefault("http", self.http_client())
+        return TeamsEhr(self.settings, signers={"test": self.signer}, clock=self.clock, **kwargs)
+
+    # -- seeding --------------------------------------------------------------------------------
+
+    def environment_config(self) -> EnvironmentConfig:
+        return EnvironmentConfig(
+            fhir_base=self.ehr.base_url,
+            client_id=SMART_CLIENT_ID,
+            epic_client_id=SMART_CLIENT_ID,
+            redirect_uri=self.redirect_uri,
+            jwks_url=self.app_base_url + "/.well-known/jwks.json",
+        )
+
+    async def seed_organization(
+        self, app: TeamsEhr, *, org_id: str = "sandbox-clinic", approve: bool = True
+    ) -> Organization:
+        """Create the organization with a test environment on FakeEhr; approve it (as the
+        designated approver, with a real discovery snapshot) unless ``approve=False``."""
+        org = Organization(
+            org_id=org_id,
+            display_name="Sandbox Clinic",
+            tenant_id=TENANT_ID,
+            approver_oid=APPROVER_OID,
+            test=Environment(config=self.environment_config()),
+        )
+        org = await app.registry.create(org, actor=APPROVER_OID)
+        if not approve:
+            return org
+        org = await app.registry.submit_for_approval(org_id, "test", actor=APPROVER_OID)
+        smart = await run_async(discovery_flow(self.ehr.base_url), app.http)
+        proof = ApprovalProof(
+            canonical_base=self.ehr.base_url,
+            snapshot=DiscoverySnapshot.of(smart),
+            id_token_issuer=self.ehr.oidc_issuer,
+            signed_in_at=self.clock(),
+        )
+        return await app.registry.approve(
+            org_id,
+            "test",
+            MicrosoftIdentity(tenant_id=TENANT_ID, object_id=APPROVER_OID),
+            proof,
+            config_hash=config_hash(org, "test"),
+        )
+
+    def seed_appointment(
+        self, appointment_id: str, *, start: datetime | None = None, minutes: int = 30
+    ) -> tuple[datetime, datetime]:
+        """An Appointment in the FHIR store (only its times are ever read)."""
+        begin = (start or self.clock() + timedelta(minutes=5)).replace(microsecond=0)
+        end = begin + timedelta(minutes=minutes)
+        self.fhir.seed(
+            {
+                "resourceType": "Appointment",
+                "id": appointment_id,
+                "status": "booked",
+                "start": begin.isoformat(),
+                "end": end.isoformat(),
+                "participant": [{"status": "accepted"}],
+            }
+        )
+        return begin, end
+
+    def provider_launch(self, appointment_id: str, *, user: str = PRACTITIONER) -> str:
+        """The EHR's *Begin virtual visit*: a ``launch`` value for this appointment."""
+        return self.ehr.issue_launch(
+            appointment=appointment_id, user=user, location="dept-1", login_department="dept-1"
+        )

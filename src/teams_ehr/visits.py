@@ -1,0 +1,460 @@
+"""The visit flows a host calls: provider launch and patient join (SPEC C3, C4, A10, B6).
+
+Provider: ``/launch/{org}/{env}?iss&launch`` → :meth:`VisitService.begin_launch` (A1 admission
+before any I/O, launch replay refused, discovery compared with the approval snapshot, A3) →
+EHR → ``callback`` → :meth:`VisitService.complete_ehr_callback` (A4–A8, the appointment's times)
+→ Microsoft sign-in the first time (B6, bound to this live launch session) → the appointment's
+meeting, created-or-got with its lobby verified (B2) → ``303`` into the meeting as organizer.
+
+Patient: a SMART patient launch from the portal (same two steps with ``role="patient"``), an Epic
+context-aware link (A10), or a join link ``/j/<token>`` → the same appointment's meeting →
+``303`` to the anonymous join URL. A patient never creates a meeting: before the visit is
+prepared (by the clinician's launch or :meth:`VisitService.prepare_visit`) they get
+:class:`~teams_ehr.errors.VisitNotReadyError`.
+
+Every step is stateless between requests: pending authorizations, launch sessions and meetings
+live in the store, so any instance can serve any step (C6). Responses are
+:class:`~teams_ehr.web.WebResponse` with ``no-referrer`` and ``no-store``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+import httpx
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
+
+from teams_ehr._http import run_async
+from teams_ehr._redact import get_logger
+from teams_ehr._types import Clock, utc_now
+from teams_ehr.appointments import VisitSlot, appointment_slot_flow, visit_key
+from teams_ehr.errors import (
+    IdentityBindingError,
+    LaunchParameterError,
+    StateInvalidError,
+    UntrustedIssuerError,
+    VisitNotReadyError,
+)
+from teams_ehr.joinlinks import JoinLinkService
+from teams_ehr.orgs.models import EnvironmentName, Organization
+from teams_ehr.orgs.registry import OrganizationRegistry
+from teams_ehr.smart.authorize import PendingAuthorization, state_key
+from teams_ehr.smart.callback import extract_state
+from teams_ehr.smart.flows import AsyncSmartLaunchClient
+from teams_ehr.smart.jwks import JwksCache
+from teams_ehr.smart.launch import admit_launch, launch_hash, parse_launch_request
+from teams_ehr.store.protocol import MeetingRow, Store
+from teams_ehr.teams.identity import IdentityBinder
+from teams_ehr.teams.join_urls import TEAMS_HOSTS, clinician_join_url, patient_join_url
+from teams_ehr.teams.lobby import PRESETS
+from teams_ehr.teams.meetings import Meeting, MeetingFactory, MeetingRequest, external_id_for
+from teams_ehr.teams.signin import (
+    EntraAppConfig,
+    begin_microsoft_signin,
+    complete_microsoft_signin_async,
+    store_pending_signin,
+    take_pending_signin,
+)
+from teams_ehr.web import WebResponse, redirect
+
+__all__ = ["LaunchRole", "OrgServices", "VisitPolicy", "VisitService"]
+
+LaunchRole = Literal["provider", "consult", "patient"]
+_log = get_logger(__name__)
+_SESSION_TTL = timedelta(minutes=10)
+
+
+class OrgServices(Protocol):
+    """Per-organization collaborators; :class:`teams_ehr.app.DefaultOrgServices` builds them."""
+
+    def smart_client(
+        self, org: Organization, environment: EnvironmentName, role: LaunchRole
+    ) -> AsyncSmartLaunchClient: ...
+
+    def entra_config(self, org: Organization) -> EntraAppConfig: ...
+
+    def meeting_factory(self, org: Organization) -> MeetingFactory: ...
+
+
+class VisitPolicy(BaseModel):
+    """Choices an integrator makes once (SPEC B3, B5, C3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider_preset: str = "patient_visit"
+    consult_preset: str = "clinician_consult"
+    clinician_join: Literal["browser", "desktop"] = "browser"
+    allowed_join_hosts: frozenset[str] = TEAMS_HOSTS
+    launch_replay_window: timedelta = timedelta(hours=1)
+
+
+class _Pending(BaseModel):
+    """What the store keeps for one EHR authorization (encrypted at rest as ``payload``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    role: LaunchRole
+    environment: EnvironmentName
+    authorization: str  # PendingAuthorization.to_bytes(), base64
+
+
+class _LaunchSession(BaseModel):
+    """A live, validated EHR launch waiting for the clinician's first Microsoft sign-in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    role: LaunchRole
+    org_id: str
+    issuer: str
+    ehr_user_id: str
+    visit_key: str
+    start: AwareDatetime
+    end: AwareDatetime
+    department: str | None = None
+
+
+def _session_key(handle: str) -> str:
+    return hashlib.sha256(b"teams-ehr/launch-session\x00" + handle.encode()).hexdigest()
+
+
+MeetingReadyHook = Callable[[MeetingRow], Awaitable[None]]
+
+
+class VisitService:
+    """Provider launch and patient join over the store, registry and per-org services."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: OrganizationRegistry,
+        services: OrgServices,
+        http: httpx.AsyncClient,
+        external_id_key: bytes,
+        joinlinks: JoinLinkService,
+        jwks: JwksCache,
+        policy: VisitPolicy | None = None,
+        clock: Clock = utc_now,
+        on_meeting_ready: MeetingReadyHook | None = None,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._services = services
+        self._http = http
+        self._key = external_id_key
+        self.joinlinks = joinlinks
+        self._jwks = jwks
+        self._policy = policy or VisitPolicy()
+        self._clock = clock
+        self._binder = IdentityBinder(store, clock)
+        self._on_meeting_ready = on_meeting_ready
+
+    def __repr__(self) -> str:
+        return "<VisitService>"
+
+    # -- provider and portal launches (A1–A8, C3) ----------------------------------------------
+
+    async def begin_launch(
+        self,
+        org_id: str,
+        environment: EnvironmentName,
+        params: Mapping[str, str],
+        *,
+        session_id: str,
+        role: LaunchRole = "provider",
+    ) -> WebResponse:
+        """``/launch``: admit ``iss`` (no I/O before), refuse a replayed ``launch``, redirect."""
+        request = parse_launch_request(params)
+        _, binding = await admit_launch(request, self._registry)
+        if binding.org_id != org_id or binding.environment != environment:
+            # security.md T27: the launch URL's organization must own the issuer.
+            raise UntrustedIssuerError("issuer does not belong to this launch URL")
+        org = await self._registry.get(org_id)
+        if org is None:  # suspended or deleted since admission
+            raise UntrustedIssuerError("organization is not active")
+        now = self._clock()
+        first = await self._store.remember_once(
+            "launch",
+            launch_hash(request.launch),
+            expires_at=now + self._policy.launch_replay_window,
+        )
+        if not first:
+            raise LaunchParameterError("launch value was already used", reason="launch_replayed")
+        client = self._services.smart_client(org, environment, role)
+        approved = await self._registry.approved_snapshot(org_id, environment)
+        redirect_to, pending = await client.start_launch(
+            binding.canonical_base,
+            org_id,
+            launch=request.launch,
+            session_id=session_id,
+            approved=approved,
+        )
+        envelope = _Pending(
+            role=role,
+            environment=environment,
+            authorization=base64.b64encode(pending.to_bytes()).decode("ascii"),
+        )
+        await self._store.put_pending(
+            state_key(pending.state.get_secret_value()),
+            org_id=org_id,
+            payload=envelope.model_dump_json().encode("utf-8"),
+            expires_at=pending.expires_at,
+        )
+        _log.info("launch started (org %s, %s, %s)", org_id, environment, role)
+        if redirect_to.method == "POST":
+            return WebResponse(200, redirect_to.html().encode("utf-8"), "text/html; charset=utf-8")
+        return redirect(redirect_to.url, status=302)
+
+    async def complete_ehr_callback(
+        self, params: Mapping[str, str], *, session_id: str
+    ) -> WebResponse:
+        """The SMART redirect URI: redeem, verify, then sign in, meeting, or join (C3, C4)."""
+        taken = await self._store.take_pending(state_key(extract_state(params)), now=self._clock())
+        envelope, pending = _open_pending(taken)
+        org = await self._active_org(pending.org_id)
+        client = self._services.smart_client(org, envelope.environment, envelope.role)
+        result = await client.complete_launch(pending, params, session_id=session_id)
+        context = result.context
+        if envelope.role == "patient":
+            return await self._patient_redirect(org.org_id, visit_key(context))
+        if not context.user_id:
+            raise IdentityBindingError("the EHR did not identify the user", reason="no_ehr_user")
+        token = result.token.access_token.get_secret_value()
+        slot = await run_async(
+            appointment_slot_flow(result.issuer, context, token, now=self._clock()), self._http
+        )
+        session = _LaunchSession(
+            role=envelope.role,
+            org_id=org.org_id,
+            issuer=result.issuer,
+            ehr_user_id=context.user_id,
+            visit_key=slot.key,
+            start=slot.start,
+            end=slot.end,
+            department=context.location or context.login_department,
+        )
+        link = await self._binder.lookup(org.org_id, result.issuer, context.user_id)
+        if link is None:
+            return await self._begin_binding(org, session, session_id)
+        return await self._enter_meeting(org, session, link.object_id)
+
+    # -- the clinician's one-time Microsoft sign-in (B6) ---------------------------------------
+
+    async def _begin_binding(
+        self, org: Organization, session: _LaunchSession, session_id: str
+    ) -> WebResponse:
+        handle = secrets.token_urlsafe(32)
+        now = self._clock()
+        await self._store.put_pending(
+            _session_key(handle),
+            org_id=org.org_id,
+            payload=session.model_dump_json().encode("utf-8"),
+            expires_at=now + _SESSION_TTL,
+        )
+        url, pending = begin_microsoft_signin(
+            self._services.entra_config(org),
+            purpose="clinician_binding",
+            bound_launch=handle,
+            session_id=session_id,
+            now=now,
+        )
+        await store_pending_signin(self._store, pending, org_id=org.org_id)
+        return redirect(url, status=302)
+
+    async def complete_microsoft_signin(
+        self, params: Mapping[str, str], *, session_id: str
+    ) -> WebResponse:
+        """The Microsoft redirect URI for clinician binding: verify, bind once, enter meeting."""
+        now = self._clock()
+        org_id, pending = await take_pending_signin(self._store, params, now=now)
+        if pending.purpose != "clinician_binding" or pending.bound_launch is None:
+            raise StateInvalidError("sign-in was not started for a clinician", reason="purpose")
+        org = await self._active_org(org_id)
+        identity = await complete_microsoft_signin_async(
+            self._services.entra_config(org),
+            params,
+            pending,
+            session_id=session_id,
+            jwks=self._jwks,
+            client=self._http,
+            now=now,
+        )
+        taken = await self._store.take_pending(_session_key(pending.bound_launch), now=now)
+        if taken is None or taken[0] != org_id:
+            raise IdentityBindingError(
+                "binding needs a live, validated EHR launch session", reason="no_launch_session"
+            )
+        session = _LaunchSession.model_validate_json(taken[1])
+        await self._binder.bind(
+            org_id,
+            session.issuer,
+            session.ehr_user_id,
+            identity,
+            organization_tenant_id=org.tenant_id,
+            launch_session_valid=True,
+        )
+        return await self._enter_meeting(org, session, identity.object_id)
+
+    # -- meetings (B2, B5) ---------------------------------------------------------------------
+
+    async def _enter_meeting(
+        self, org: Organization, session: _LaunchSession, organizer_oid: str
+    ) -> WebResponse:
+        slot = VisitSlot(session.visit_key, session.start, session.end)
+        preset = self._policy.consult_preset if session.role == "consult" else None
+        meeting = await self._ensure(org, slot, organizer_oid, preset, session.department)
+        return redirect(
+            clinician_join_url(
+                meeting,
+                self._policy.clinician_join,
+                allowed_hosts=self._policy.allowed_join_hosts,
+            )
+        )
+
+    async def _ensure(
+        self,
+        org: Organization,
+        slot: VisitSlot,
+        organizer_oid: str,
+        preset: str | None,
+        department: str | None,
+    ) -> Meeting:
+        policy = PRESETS[preset or self._policy.provider_preset]
+        request = MeetingRequest(
+            org_id=org.org_id,
+            appointment_id=slot.key,
+            organizer_oid=organizer_oid,
+            start=slot.start,
+            end=slot.end,
+            policy=policy,
+        )
+        meeting = await self._services.meeting_factory(org).ensure_meeting(request)
+        row = MeetingRow(
+            org_id=org.org_id,
+            external_id=meeting.external_id,
+            organizer_oid=meeting.organizer_oid,
+            meeting_id=meeting.meeting_id,
+            join_url=meeting.join_url.get_secret_value(),
+            start=meeting.start,
+            end=meeting.end,
+            state="active",
+            department=department,
+        )
+        await self._store.put_meeting(row)
+        if self._on_meeting_ready is not None:
+            await self._on_meeting_ready(row)
+        _log.info("meeting ready (org %s)", org.org_id)
+        return meeting
+
+    async def prepare_visit(
+        self,
+        org_id: str,
+        *,
+        visit_key: str,
+        organizer_oid: str,
+        start: datetime,
+        end: datetime,
+        preset: str | None = None,
+        department: str | None = None,
+    ) -> str:
+        """Create the visit's meeting ahead of time and return a patient join-link token (C4)."""
+        org = await self._active_org(org_id)
+        slot = VisitSlot(visit_key, start, end)
+        meeting = await self._ensure(org, slot, organizer_oid, preset, department)
+        return await self.joinlinks.issue(org_id, meeting.external_id, meeting.start, meeting.end)
+
+    async def cancel_visit(self, org_id: str, visit_key: str) -> bool:
+        """Cancel the meeting and revoke its join links; ``False`` if there was no meeting."""
+        org = await self._active_org(org_id)
+        row = await self._store.get_meeting(org_id, external_id_for(self._key, org_id, visit_key))
+        if row is None:
+            return False
+        await self._services.meeting_factory(org).cancel(
+            org_id=org_id,
+            external_id=row.external_id,
+            organizer_oid=row.organizer_oid,
+            meeting_id=row.meeting_id,
+        )
+        await self.joinlinks.revoke(org_id, row.external_id)
+        await self._store.put_meeting(_cancelled(row))
+        return True
+
+    # -- patients (C4, A10) --------------------------------------------------------------------
+
+    async def join(self, token: str, *, client_key: str) -> WebResponse:
+        """``/j/<token>``: a valid join link → ``303`` to the meeting's anonymous join URL."""
+        row = await self.joinlinks.resolve(token, client_key=client_key)
+        meeting = await self._store.get_meeting(row.org_id, row.external_id)
+        return self._patient_response(meeting)
+
+    async def join_visit(self, org_id: str, key: str | None) -> WebResponse:
+        """The patient's redirect for a visit named by a verified context (A10 links)."""
+        await self._active_org(org_id)
+        return await self._patient_redirect(org_id, key)
+
+    async def _patient_redirect(self, org_id: str, key: str | None) -> WebResponse:
+        if key is None:
+            raise VisitNotReadyError("the launch named no appointment")
+        meeting = await self._store.get_meeting(org_id, external_id_for(self._key, org_id, key))
+        return self._patient_response(meeting)
+
+    def _patient_response(self, row: MeetingRow | None) -> WebResponse:
+        if row is None or row.state != "active":
+            raise VisitNotReadyError("the visit has no meeting yet")
+        meeting = _meeting_of(row)
+        return redirect(patient_join_url(meeting, allowed_hosts=self._policy.allowed_join_hosts))
+
+    async def _active_org(self, org_id: str) -> Organization:
+        org = await self._registry.get(org_id)
+        if org is None or not _has_active(org):
+            raise UntrustedIssuerError("organization is not active")
+        return org
+
+
+def _open_pending(taken: tuple[str, bytes] | None) -> tuple[_Pending, PendingAuthorization]:
+    if taken is None:
+        raise StateInvalidError("unknown, reused or expired state", reason="state_unknown")
+    try:
+        envelope = _Pending.model_validate_json(taken[1])
+        pending = PendingAuthorization.from_bytes(base64.b64decode(envelope.authorization))
+    except (ValidationError, ValueError):
+        raise StateInvalidError("state does not name an EHR authorization") from None
+    if pending.org_id != taken[0]:
+        raise StateInvalidError("state belongs to another organization", reason="state_org")
+    return envelope, pending
+
+
+def _has_active(org: Organization) -> bool:
+    return any(env is not None and env.state == "active" for env in (org.test, org.production))
+
+
+def _meeting_of(row: MeetingRow) -> Meeting:
+    return Meeting(
+        org_id=row.org_id,
+        external_id=row.external_id,
+        meeting_id=row.meeting_id,
+        organizer_oid=row.organizer_oid,
+        join_url=SecretStr(row.join_url),
+        start=row.start,
+        end=row.end,
+        policy="stored",
+    )
+
+
+def _cancelled(row: MeetingRow) -> MeetingRow:
+    return MeetingRow(
+        org_id=row.org_id,
+        external_id=row.external_id,
+        organizer_oid=row.organizer_oid,
+        meeting_id=row.meeting_id,
+        join_url=row.join_url,
+        start=row.start,
+        end=row.end,
+        state="cancelled",
+        department=row.department,
+    )

@@ -1,0 +1,83 @@
+"""Framework-free HTTP responses that the integrations translate 1:1 (SPEC C4, security.md T08).
+
+Every response of a launch, callback or join carries ``Referrer-Policy: no-referrer`` and
+``Cache-Control: no-store`` so codes, states and join links never leak through the Referer header
+or a shared cache. Error bodies are generic: the ``reason`` goes to logs and metrics, never to the
+browser (it could tell an attacker which check failed).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+from teams_ehr.errors import SecurityError, TeamsEhrError
+
+__all__ = ["SECURITY_HEADERS", "WebResponse", "error_response", "html_page", "redirect"]
+
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+
+_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action https: http:; base-uri 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebResponse:
+    """A status, headers and a body; ``headers`` always include :data:`SECURITY_HEADERS`."""
+
+    status: int
+    body: bytes = b""
+    media_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = field(default=SECURITY_HEADERS)
+
+    @property
+    def location(self) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == "location"), None)
+
+    def __repr__(self) -> str:  # the Location may be a join link: never show it
+        return f"<WebResponse status={self.status} media_type={self.media_type!r}>"
+
+
+def redirect(location: str, *, status: int = 303) -> WebResponse:
+    """A redirect to a URL the caller built from server-side state (never from the request)."""
+    return WebResponse(status, headers=(*SECURITY_HEADERS, ("Location", location)))
+
+
+def html_page(body_html: str, *, status: int = 200, title: str = "teams-ehr") -> WebResponse:
+    """A minimal self-contained page; ``body_html`` must already be escaped by the caller."""
+    document = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title></head><body>{body_html}</body></html>"
+    )
+    return WebResponse(
+        status,
+        document.encode("utf-8"),
+        "text/html; charset=utf-8",
+        (*SECURITY_HEADERS, ("Content-Security-Policy", _PAGE_CSP)),
+    )
+
+
+_PUBLIC_TEXT = {
+    400: "The request could not be accepted.",
+    401: "The sign-in could not be verified.",
+    403: "You are not allowed to do this.",
+    404: "This link is not valid. Please ask your care team for a new one.",
+    409: "Your visit is not ready yet. Please try again in a few minutes.",
+    429: "Too many attempts. Please wait a minute and try again.",
+}
+
+
+def error_response(exc: TeamsEhrError) -> WebResponse:
+    """The generic page for ``exc``: status from its hint, text by status only."""
+    status = exc.http_status_hint
+    if isinstance(exc, SecurityError) and status >= 500:
+        status = 400
+    text = _PUBLIC_TEXT.get(status, "Something went wrong. Please try again later.")
+    return html_page(f"<p>{html.escape(text)}</p>", status=status, title="teams-ehr")
