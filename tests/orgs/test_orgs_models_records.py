@@ -26,6 +26,7 @@ from teams_ehr.errors import ApprovalRequiredError, ConfigurationError
 from teams_ehr.orgs.approval import apply_approval, apply_edit, apply_event
 from teams_ehr.orgs.models import Environment, EnvironmentConfig, Organization, config_hash
 from teams_ehr.orgs.records import IntegrationRecords, integration_records
+from teams_ehr.smart.epic_context_link import ContextLinkFormat
 from teams_ehr.store.protocol import OrganizationRow
 
 # -- EnvironmentConfig ----------------------------------------------------------------------------
@@ -152,12 +153,14 @@ def test_approval_fields_only_when_active() -> None:
 
 
 def test_document_round_trip_keeps_the_hash() -> None:
-    org = org_a()
+    org = org_a(test={"config": env_config(BASE_A_TEST, context_link={"iv_mode": "zero"})})
     row = OrganizationRow("hospital-a", 7, org.document())
     again = Organization.from_row(row)
     assert again.version == 7
     assert "version" not in org.document()
     assert config_hash(again, "test") == config_hash(org, "test")
+    assert again.test is not None
+    assert again.test.config.context_link.iv_mode == "zero"
 
 
 FIELD_CHANGES: dict[str, Any] = {
@@ -168,6 +171,7 @@ FIELD_CHANGES: dict[str, Any] = {
     "epic_client_id": "epic-123",
     "writer": "audit_event",
     "context_tokens": ("sessionId=%CONFERENCEID%",),
+    "context_link": ContextLinkFormat(iv_mode="zero"),
 }
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from teams_ehr.errors import ConfigurationError, LaunchParameterError
 from teams_ehr.smart.canonical import canonical_fhir_base
 from teams_ehr.smart.discovery import DiscoverySnapshot
+from teams_ehr.smart.epic_context_link import DEFAULT_LINK_FORMAT, ContextLinkFormat
 from teams_ehr.store.protocol import OrganizationRow
 from teams_ehr.teams.identity import normalize_guid
 
@@ -81,6 +82,7 @@ class EnvironmentConfig(BaseModel):
     epic_client_id: str | None = None
     writer: str = "epic_clinical_note"
     context_tokens: tuple[str, ...] = ("sessionId=%CSN%",)
+    context_link: ContextLinkFormat = DEFAULT_LINK_FORMAT  # A10 format agreed with the Epic TS
     allow_http: bool = False  # loopback fakes and the demo only; part of the hash
 
     @model_validator(mode="before")
