@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from orgs_support import (
     ADMIN_A,
     APPROVER,
@@ -18,6 +20,7 @@ from orgs_support import (
     TENANT_A,
     TENANT_B,
     FakeClock,
+    MemoryOrgStore,
     env_config,
     identity,
     open_store,
@@ -347,3 +350,90 @@ async def test_misuse_is_typed(kind: str) -> None:
         with pytest.raises(StateTransitionError):
             await registry.create(active, actor=ADMIN_A)
         assert repr(registry) == "<OrganizationRegistry>"
+
+
+class FailingPutStore(MemoryOrgStore):
+    """Fails the next organization write, as a concurrent writer would."""
+
+    fail_next = False
+
+    async def put_organization(self, org_id: str, document: Any, *, expected_version: Any) -> int:
+        if self.fail_next:
+            self.fail_next = False
+            raise StorageConflictError("version mismatch", reason="version_mismatch")
+        return await super().put_organization(org_id, document, expected_version=expected_version)
+
+
+async def test_claim_is_undone_when_the_write_fails() -> None:
+    clock = FakeClock()
+    store = FailingPutStore()
+    registry = OrganizationRegistry(store, clock)
+    org = await registry.create(org_a(), actor=ADMIN_A)
+    org = await registry.submit_for_approval("hospital-a", "test", actor=ADMIN_A)
+    store.fail_next = True
+    with pytest.raises(StorageConflictError):
+        await registry.approve(
+            "hospital-a", "test", APPROVER, proof(BASE_A_TEST), config_hash=config_hash(org, "test")
+        )
+    assert store.issuers == {}
+    assert (await registry.get("hospital-a")).test.state == "pending_approval"  # type: ignore[union-attr]
+    assert (await registry.audit_log("hospital-a"))[-1].action == "approval_refused"
+
+
+OPERATIONS = ["edit", "submit", "approve", "suspend", "resume", "withdraw", "rename"]
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(st.sampled_from(OPERATIONS), max_size=12))
+async def test_operations_on_one_org_never_touch_another(operations: list[str]) -> None:
+    clock = FakeClock()
+    store = MemoryOrgStore()
+    registry = OrganizationRegistry(store, clock)
+    await registry.create(org_a(), actor=ADMIN_A)
+    await registry.create(org_b(), actor=APPROVER_B)
+    b_row, b_audit = store.rows["hospital-b"], list(store.audit["hospital-b"])
+    for step, operation in enumerate(operations):
+        org = await registry.get("hospital-a")
+        assert org is not None
+        try:
+            if operation == "edit":
+                config = env_config(BASE_A_TEST, client_id=f"c{step}")
+                await registry.update(
+                    "hospital-a",
+                    expected_version=org.version,
+                    actor=ADMIN_A,
+                    environments={"test": config},
+                )
+            elif operation == "rename":
+                await registry.update(
+                    "hospital-a",
+                    expected_version=org.version,
+                    actor=ADMIN_A,
+                    display_name=f"A {step}",
+                )
+            elif operation == "approve":
+                await registry.approve(
+                    "hospital-a",
+                    "test",
+                    APPROVER,
+                    proof(BASE_A_TEST),
+                    config_hash=config_hash(org, "test"),
+                )
+            else:
+                method = {
+                    "submit": registry.submit_for_approval,
+                    "suspend": registry.suspend,
+                    "resume": registry.resume,
+                    "withdraw": registry.withdraw,
+                }[operation]
+                await method("hospital-a", "test", actor=ADMIN_A)
+        except StateTransitionError:
+            pass
+        org = await registry.get("hospital-a")
+        assert org is not None
+        active = org.test is not None and org.test.state == "active"
+        assert (await registry.resolve_issuer(BASE_A_TEST) is not None) is active
+        assert (BASE_A_TEST in store.issuers) is active
+    assert store.rows["hospital-b"] == b_row
+    assert store.audit["hospital-b"] == b_audit
+    assert await registry.resolve_issuer(BASE_B_TEST) is None
