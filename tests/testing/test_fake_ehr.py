@@ -421,3 +421,15 @@ def test_thumbprint_kid_matches_rfc7638(fake: FakeEhr, http: httpx.Client) -> No
     canonical = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"))
     digest = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=")
     assert jwk["kid"] == digest.decode()
+
+
+def test_jti_registry_forgets_only_expired_entries() -> None:
+    from teams_ehr.testing._fake_ehr_checks import JtiRegistry
+
+    registry = JtiRegistry()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    expires = start + timedelta(seconds=240)
+    assert registry.remember("app", "j1", expires=expires, now=start)
+    assert not registry.remember("app", "j1", expires=expires, now=start + timedelta(seconds=10))
+    assert registry.remember("other", "j1", expires=expires, now=start)
+    assert registry.remember("app", "j1", expires=expires + timedelta(minutes=5), now=expires)

@@ -23,6 +23,7 @@ The result is idempotent: ``canonical_fhir_base(canonical_fhir_base(x)) == canon
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -130,10 +131,16 @@ def canonical_fhir_base(url: str, *, allow_http: bool = False) -> str:
     """The canonical form of a FHIR base URL, or :class:`LaunchParameterError`.
 
     Use the result for every comparison, storage key and the ``aud`` parameter (SMART
-    app-launch: ``aud`` is the FHIR base; T01/T02).
+    app-launch: ``aud`` is the FHIR base; T01/T02). Results are memoized (bounded LRU; refusals
+    are not cached), since every launch canonicalizes the same few bases several times.
     """
     if not isinstance(url, str):
         raise _refuse("not a string")
+    return _canonical(url, allow_http)
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical(url: str, allow_http: bool) -> str:
     _check_characters(url)
     match = _SCHEME.match(url)
     if match is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import re
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ import jwt
 __all__ = [
     "ASSERTION_TYPE",
     "FakeOAuthError",
+    "JtiRegistry",
     "check_pkce",
     "parse_basic",
     "secrets_equal",
@@ -50,6 +52,28 @@ class FakeOAuthError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
+
+
+class JtiRegistry:
+    """``jti`` values seen per client until their assertion expires (RFC 7523 §3 item 7);
+    expired entries leave in expiry order, so each check costs O(log n)."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str], datetime] = {}
+        self._heap: list[tuple[datetime, tuple[str, str]]] = []
+
+    def remember(self, client_id: str, jti: str, *, expires: datetime, now: datetime) -> bool:
+        """``False`` if ``jti`` is a replay; otherwise record it and return ``True``."""
+        while self._heap and self._heap[0][0] <= now:
+            _, key = heapq.heappop(self._heap)
+            if key in self._until and self._until[key] <= now:
+                del self._until[key]
+        key = (client_id, jti)
+        if key in self._until:
+            return False
+        self._until[key] = expires
+        heapq.heappush(self._heap, (expires, key))
+        return True
 
 
 def parse_basic(authorization: str) -> tuple[str, str] | None:
@@ -100,7 +124,7 @@ def verify_client_assertion(
     *,
     token_url: str,
     now: datetime,
-    seen_jtis: dict[tuple[str, str], datetime],
+    seen_jtis: JtiRegistry,
 ) -> None:
     """Verify one ``private_key_jwt`` assertion or raise ``FakeOAuthError('invalid_client')``."""
     try:
@@ -140,7 +164,7 @@ def _check_claims(
     claims: dict[str, Any],
     client_id: str,
     now: datetime,
-    seen_jtis: dict[tuple[str, str], datetime],
+    seen_jtis: JtiRegistry,
 ) -> None:
     if claims.get("sub") != client_id:
         raise FakeOAuthError("invalid_client", "sub must equal client_id")
@@ -159,8 +183,5 @@ def _check_claims(
     jti = claims["jti"]
     if not isinstance(jti, str) or not 0 < len(jti) <= 151:
         raise FakeOAuthError("invalid_client", "jti must be a string of at most 151 characters")
-    for key in [k for k, until in seen_jtis.items() if until <= now]:
-        del seen_jtis[key]
-    if (client_id, jti) in seen_jtis:
+    if not seen_jtis.remember(client_id, jti, expires=expires, now=now):
         raise FakeOAuthError("invalid_client", "jti replayed")
-    seen_jtis[(client_id, jti)] = expires

@@ -37,6 +37,7 @@ from teams_ehr.testing import _fake_ehr_wire as wire
 from teams_ehr.testing._fake_ehr_checks import (
     ASSERTION_TYPE,
     FakeOAuthError,
+    JtiRegistry,
     check_pkce,
     parse_basic,
     secrets_equal,
@@ -100,7 +101,7 @@ class FakeEhr:
         self._codes: dict[str, wire.Grant] = {}
         self._refresh: dict[str, wire.Grant] = {}
         self._access: dict[str, wire.Grant] = {}
-        self._jtis: dict[tuple[str, str], datetime] = {}
+        self._jtis = JtiRegistry()
         self._failures: dict[str, list[wire.ScriptedFailure]] = {}
         self._key = _signing_key()
         self._public_jwk: dict[str, Any] = json.loads(
