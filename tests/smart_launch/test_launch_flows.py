@@ -615,3 +615,13 @@ def test_token_503_retried_with_a_fresh_assertion(
     }  # fmt: skip
     assert len(jtis) == 2
     assert signer.count == 2
+
+
+def test_standalone_aud_is_canonical(
+    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig
+) -> None:
+    client = client_for(http, config, signer)
+    sloppy = fake.base_url.replace("https://ehr.test", "https://EHR.test:443") + "/"
+    redirect, pending = client.start_launch(sloppy, "o", launch=None, session_id="s", approved=None)
+    assert dict(parse_qsl(urlsplit(redirect.url).query))["aud"] == fake.base_url
+    assert pending.issuer == fake.base_url

@@ -37,6 +37,7 @@ from teams_ehr.smart.authorize import (
     begin_authorization,
 )
 from teams_ehr.smart.callback import parse_callback
+from teams_ehr.smart.canonical import canonical_fhir_base
 from teams_ehr.smart.client_auth import ClientAuthentication
 from teams_ehr.smart.context import LaunchContext, build_launch_context
 from teams_ehr.smart.discovery import (
@@ -65,6 +66,7 @@ __all__ = [
     "id_token_profile",
     "provider_launch_flow",
     "redeem_flow",
+    "required_id_token",
     "standalone_launch_flow",
 ]
 
@@ -100,6 +102,7 @@ def authorize_flow(
     scopes: Sequence[str] | None = None,
 ) -> Flow[LaunchStart]:
     """From a discovered configuration to the redirect (yields only for openid-configuration)."""
+    issuer = canonical_fhir_base(issuer, allow_http=config.allow_http)  # sent verbatim as aud
     if approved is not None:
         compare_snapshot(smart, approved)
     chosen = validate_scopes(scopes if scopes is not None else config.scopes)
@@ -206,6 +209,7 @@ def id_token_profile(
 
 
 def required_id_token(token: TokenResponse) -> str:
+    """The raw ``id_token`` of a response to an ``openid`` request, or ``TokenInvalidError``."""
     if token.id_token is None:
         raise TokenInvalidError("openid was requested but no id_token came back", reason="no_id")
     return token.id_token.get_secret_value()
