@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from teams_ehr.cli import keys_cmd
+from teams_ehr.cli import check_cmd, demo_cmd, keys_cmd, orgs_cmd, outbox_cmd
 from teams_ehr.errors import TeamsEhrError
 
-COMMANDS = (keys_cmd,)
+COMMANDS = (keys_cmd, check_cmd, orgs_cmd, outbox_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

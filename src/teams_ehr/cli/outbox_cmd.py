@@ -1,0 +1,118 @@
+"""``teams-ehr outbox status|dead|retry`` (SPEC D7, E4, E6).
+
+The attendance outbox holds the FHIR writes still owed to EHRs. ``status`` prints the count per
+state (``pending``, ``leased``, ``delivered``, ``dead``); ``dead`` lists the dead letters (id,
+organization, kind, attempts, when, last reason code); ``retry`` puts dead letters back to
+``pending``, due now, with a fresh retry budget
+(:meth:`~teams_ehr.store.protocol.OutboxStore.requeue_dead`). Payloads and idempotency keys are
+never printed: they may carry visit and participant details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import anyio
+
+from teams_ehr._types import utc_now
+from teams_ehr.cli.orgs_cmd import (
+    add_settings_argument,
+    configured_store,
+    load_cli_settings,
+    print_json,
+    print_table,
+)
+from teams_ehr.store.protocol import OutboxItem
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    outbox = sub.add_parser("outbox", help="the attendance outbox: depth, dead letters, retry")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+
+    status = outbox_sub.add_parser("status", help="items per state")
+    status.set_defaults(run=run_status)
+
+    dead = outbox_sub.add_parser("dead", help="list dead letters")
+    dead.add_argument("--org", help="only this organization")
+    dead.set_defaults(run=run_dead)
+
+    retry = outbox_sub.add_parser("retry", help="requeue dead letters, due now")
+    retry.add_argument("item_ids", metavar="ITEM_ID", type=int, nargs="+")
+    retry.set_defaults(run=run_retry)
+
+    for parser in (status, dead, retry):
+        add_settings_argument(parser)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    settings = load_cli_settings(args)
+
+    async def work() -> dict[str, int]:
+        async with configured_store(settings) as store:
+            counts = await store.outbox_counts()
+            return {str(state): n for state, n in counts.items()}
+
+    counts = anyio.run(work)
+    if args.json:
+        print_json(counts)
+    else:
+        print_table(["STATE", "ITEMS"], sorted(counts.items()))
+    return 0
+
+
+def _dead_row(item: OutboxItem) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "org_id": item.org_id,
+        "kind": item.kind,
+        "attempts": item.attempts,
+        "created_at": item.created_at.isoformat(),
+        "last_reason": item.last_reason,
+    }
+
+
+def run_dead(args: argparse.Namespace) -> int:
+    settings = load_cli_settings(args)
+
+    async def work() -> list[dict[str, Any]]:
+        async with configured_store(settings) as store:
+            return [_dead_row(item) for item in await store.list_dead(args.org)]
+
+    rows = anyio.run(work)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(
+            ["ITEM", "ORG", "KIND", "ATTEMPTS", "CREATED", "LAST REASON"],
+            [list(row.values()) for row in rows],
+        )
+    return 0
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    settings = load_cli_settings(args)
+
+    async def work() -> dict[int, bool]:
+        async with configured_store(settings) as store:
+            return {
+                item_id: await store.requeue_dead(item_id, now=utc_now())
+                for item_id in args.item_ids
+            }
+
+    results = anyio.run(work)
+    requeued = [item_id for item_id, done in results.items() if done]
+    refused = [item_id for item_id, done in results.items() if not done]
+    if args.json:
+        print_json({"requeued": requeued, "not_dead": refused})
+    else:
+        for item_id in requeued:
+            print(f"requeued {item_id}")
+    for item_id in refused:
+        print(
+            f"teams-ehr: item {item_id} is not a dead letter (unknown or not dead)", file=sys.stderr
+        )
+    return 1 if refused else 0
