@@ -348,7 +348,7 @@ class DiscoveryCache:
         cached = self._fresh(key)
         if cached is not None:
             return cached
-        lock = self._async_locks.setdefault(key, anyio.Lock())
+        lock = self._async_locks.get(key) or self._async_locks.setdefault(key, anyio.Lock())
         async with lock:
             cached = self._fresh(key)
             if cached is None:
