@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -235,13 +234,20 @@ def _private_key(signer: LocalSigner) -> Any:
     return _PRIVATE[signer.kid]
 
 
+class Later:
+    """A claim time relative to the fake clock, resolved when the assertion is signed."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+
 def _signed(
     signer: LocalSigner, fake: FakeEhr, clock: Clock, header: dict[str, Any], **claims: Any
 ) -> str:
     now = int(clock().timestamp())
     body = {"iss": "app", "sub": "app", "aud": fake.token_url, "exp": now + 240, "iat": now,
             "jti": secrets.token_urlsafe(16)}  # fmt: skip
-    body.update(claims)
+    body.update({k: now + v.seconds if isinstance(v, Later) else v for k, v in claims.items()})
     body = {k: v for k, v in body.items() if v is not None}
     private = _private_key(signer)
     head = {"kid": signer.kid, "typ": "JWT", **header}
@@ -265,9 +271,9 @@ def _signed(
         ({}, {"jti": None}),
         ({}, {"jti": 12345}),
         ({}, {"jti": "x" * 152}),
-        ({}, {"exp": int(time.time()) + 400}),
-        ({}, {"exp": int(time.time()) - 10}),
-        ({}, {"iat": int(time.time()) + 120}),
+        ({}, {"exp": Later(400)}),
+        ({}, {"exp": Later(-10)}),
+        ({}, {"iat": Later(120)}),
     ],
 )
 def test_client_assertion_refusals(
