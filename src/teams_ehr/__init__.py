@@ -1,8 +1,15 @@
 """teams-ehr: virtual visits in Microsoft Teams launched from any SMART on FHIR EHR.
 
-The public names are re-exported here; ``__all__`` is locked by ``tests/test_exported_members.py``.
-This module imports nothing heavy: no web framework, no msgraph, no pytest (SPEC P1).
+The curated public names are importable from here; ``__all__`` is locked by
+``tests/test_exported_members.py``. Errors are imported eagerly (they are tiny); everything else
+is imported on first use (PEP 562), so ``import teams_ehr`` stays light: no httpx, no web
+framework, no msgraph, no pytest (SPEC P1).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from teams_ehr._redact import install_redaction
 from teams_ehr._version import __version__
@@ -18,6 +25,7 @@ from teams_ehr.errors import (
     GraphThrottledError,
     IdentityBindingError,
     JoinLinkInvalidError,
+    JoinLinkRateLimitedError,
     LaunchParameterError,
     LobbyPolicyViolationError,
     MetadataMismatchError,
@@ -27,6 +35,7 @@ from teams_ehr.errors import (
     RemoteError,
     SecurityError,
     StateInvalidError,
+    StateTransitionError,
     StorageConflictError,
     StorageError,
     TeamsEhrError,
@@ -34,39 +43,165 @@ from teams_ehr.errors import (
     TransportError,
     UntrustedIssuerError,
     UsageError,
+    VisitNotReadyError,
     WebhookRejectedError,
 )
 
+if TYPE_CHECKING:
+    from teams_ehr.app import TeamsEhr
+    from teams_ehr.config import TeamsEhrSettings, load_settings
+    from teams_ehr.joinlinks import JoinLinkService
+    from teams_ehr.keys import KeyRing, LocalSigner, Signer
+    from teams_ehr.orgs.models import EnvironmentConfig, Organization
+    from teams_ehr.orgs.registry import OrganizationRegistry
+    from teams_ehr.smart.authorize import PendingAuthorization, SmartClientConfig
+    from teams_ehr.smart.canonical import canonical_fhir_base
+    from teams_ehr.smart.client_auth import ClientSecretBasic, PrivateKeyJwt
+    from teams_ehr.smart.context import LaunchContext
+    from teams_ehr.smart.discovery import DiscoveryCache, SmartConfiguration
+    from teams_ehr.smart.flows import AsyncSmartLaunchClient, LaunchResult, SmartLaunchClient
+    from teams_ehr.smart.jwks import JwksCache
+    from teams_ehr.smart.jwt_verify import JwtProfile
+    from teams_ehr.smart.launch import parse_launch_request
+    from teams_ehr.smart.tokens import BackendServicesTokenSource, TokenResponse
+    from teams_ehr.store.factory import open_store
+    from teams_ehr.store.protocol import Store
+    from teams_ehr.teams.credentials import ClientCredentialsProvider
+    from teams_ehr.teams.graph_client import GraphClient
+    from teams_ehr.teams.identity import MicrosoftIdentity
+    from teams_ehr.teams.lobby import LobbyPolicy
+    from teams_ehr.teams.meetings import GraphMeetingFactory, Meeting, MeetingRequest
+    from teams_ehr.teams.signin import EntraAppConfig
+    from teams_ehr.visits import VisitPolicy, VisitService
+    from teams_ehr.web import WebResponse
+
 install_redaction()
+
+_LAZY: dict[str, str] = {
+    "AsyncSmartLaunchClient": "teams_ehr.smart.flows",
+    "BackendServicesTokenSource": "teams_ehr.smart.tokens",
+    "ClientCredentialsProvider": "teams_ehr.teams.credentials",
+    "ClientSecretBasic": "teams_ehr.smart.client_auth",
+    "DiscoveryCache": "teams_ehr.smart.discovery",
+    "EntraAppConfig": "teams_ehr.teams.signin",
+    "EnvironmentConfig": "teams_ehr.orgs.models",
+    "GraphClient": "teams_ehr.teams.graph_client",
+    "GraphMeetingFactory": "teams_ehr.teams.meetings",
+    "JoinLinkService": "teams_ehr.joinlinks",
+    "JwksCache": "teams_ehr.smart.jwks",
+    "JwtProfile": "teams_ehr.smart.jwt_verify",
+    "KeyRing": "teams_ehr.keys",
+    "LaunchContext": "teams_ehr.smart.context",
+    "LaunchResult": "teams_ehr.smart.flows",
+    "LobbyPolicy": "teams_ehr.teams.lobby",
+    "LocalSigner": "teams_ehr.keys",
+    "Meeting": "teams_ehr.teams.meetings",
+    "MeetingRequest": "teams_ehr.teams.meetings",
+    "MicrosoftIdentity": "teams_ehr.teams.identity",
+    "Organization": "teams_ehr.orgs.models",
+    "OrganizationRegistry": "teams_ehr.orgs.registry",
+    "PendingAuthorization": "teams_ehr.smart.authorize",
+    "PrivateKeyJwt": "teams_ehr.smart.client_auth",
+    "Signer": "teams_ehr.keys",
+    "SmartClientConfig": "teams_ehr.smart.authorize",
+    "SmartConfiguration": "teams_ehr.smart.discovery",
+    "SmartLaunchClient": "teams_ehr.smart.flows",
+    "Store": "teams_ehr.store.protocol",
+    "TeamsEhr": "teams_ehr.app",
+    "TeamsEhrSettings": "teams_ehr.config",
+    "TokenResponse": "teams_ehr.smart.tokens",
+    "VisitPolicy": "teams_ehr.visits",
+    "VisitService": "teams_ehr.visits",
+    "WebResponse": "teams_ehr.web",
+    "canonical_fhir_base": "teams_ehr.smart.canonical",
+    "load_settings": "teams_ehr.config",
+    "open_store": "teams_ehr.store.factory",
+    "parse_launch_request": "teams_ehr.smart.launch",
+}
 
 __all__ = [
     "ApprovalRequiredError",
+    "AsyncSmartLaunchClient",
+    "BackendServicesTokenSource",
+    "ClientCredentialsProvider",
+    "ClientSecretBasic",
     "ConfigurationError",
     "ContextLinkError",
     "CrossTenantDeniedError",
+    "DiscoveryCache",
     "DiscoveryError",
+    "EntraAppConfig",
+    "EnvironmentConfig",
     "FhirError",
     "FhirUnavailableError",
+    "GraphClient",
     "GraphError",
+    "GraphMeetingFactory",
     "GraphThrottledError",
     "IdentityBindingError",
     "JoinLinkInvalidError",
+    "JoinLinkRateLimitedError",
+    "JoinLinkService",
+    "JwksCache",
+    "JwtProfile",
+    "KeyRing",
+    "LaunchContext",
     "LaunchParameterError",
+    "LaunchResult",
+    "LobbyPolicy",
     "LobbyPolicyViolationError",
+    "LocalSigner",
+    "Meeting",
+    "MeetingRequest",
     "MetadataMismatchError",
+    "MicrosoftIdentity",
     "MixUpDetectedError",
     "OAuthError",
+    "Organization",
+    "OrganizationRegistry",
+    "PendingAuthorization",
     "PkceUnsupportedError",
+    "PrivateKeyJwt",
     "RemoteError",
     "SecurityError",
+    "Signer",
+    "SmartClientConfig",
+    "SmartConfiguration",
+    "SmartLaunchClient",
     "StateInvalidError",
+    "StateTransitionError",
     "StorageConflictError",
     "StorageError",
+    "Store",
+    "TeamsEhr",
     "TeamsEhrError",
+    "TeamsEhrSettings",
     "TokenInvalidError",
+    "TokenResponse",
     "TransportError",
     "UntrustedIssuerError",
     "UsageError",
+    "VisitNotReadyError",
+    "VisitPolicy",
+    "VisitService",
+    "WebResponse",
     "WebhookRejectedError",
+    "canonical_fhir_base",
+    "load_settings",
+    "open_store",
+    "parse_launch_request",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'teams_ehr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"install_redaction"})

@@ -11,8 +11,6 @@ import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 _SECRET_WORDS = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_assertion|client_secret|code|state|"
     r"launch|code_verifier|password|token|joinweburl)=([^&\s\"']+)"
@@ -23,7 +21,7 @@ _URL = re.compile(r"https?://[^\s\"'<>]+")
 REDACTED = "[redacted]"
 
 
-def redact_url(url: httpx.URL | str) -> str:
+def redact_url(url: object) -> str:
     """``scheme://host[:port]/path`` of ``url``: no userinfo, query or fragment."""
     parts = urlsplit(str(url))
     host = parts.hostname or ""
@@ -51,8 +49,8 @@ class RedactingFilter(logging.Filter):
 
 
 def _redact_arg(arg: object) -> object:
-    if isinstance(arg, httpx.URL):
-        return redact_url(arg)
+    if type(arg).__module__.startswith("httpx") and type(arg).__name__ == "URL":
+        return redact_url(arg)  # checked by name: importing httpx here would slow the import
     if isinstance(arg, str):
         return redact_text(arg)
     if isinstance(arg, bytes):
