@@ -20,6 +20,7 @@ live in the store, so any instance can serve any step (C6). Responses are
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -381,7 +382,7 @@ class VisitService:
             meeting_id=row.meeting_id,
         )
         await self.joinlinks.revoke(org_id, row.external_id)
-        await self._store.put_meeting(_cancelled(row))
+        await self._store.put_meeting(dataclasses.replace(row, state="cancelled"))
         return True
 
     # -- patients (C4, A10) --------------------------------------------------------------------
@@ -443,18 +444,4 @@ def _meeting_of(row: MeetingRow) -> Meeting:
         start=row.start,
         end=row.end,
         policy="stored",
-    )
-
-
-def _cancelled(row: MeetingRow) -> MeetingRow:
-    return MeetingRow(
-        org_id=row.org_id,
-        external_id=row.external_id,
-        organizer_oid=row.organizer_oid,
-        meeting_id=row.meeting_id,
-        join_url=row.join_url,
-        start=row.start,
-        end=row.end,
-        state="cancelled",
-        department=row.department,
     )
