@@ -289,7 +289,7 @@ class SqlStore(ABC):
     # -- inbox --------------------------------------------------------------------------------
 
     async def append_inbox(self, items: Sequence[InboxItem]) -> int:
-        """One transaction, one ``executemany``; fsync'd before returning (I1)."""
+        """Committed durably (fsync'd) before returning (I1), all or nothing for the batch."""
         if not items:
             return 0
         c.validate_inbox(items)
@@ -303,6 +303,10 @@ class SqlStore(ABC):
             )
             for i in items
         ]
+        return await self._insert_inbox(rows)
+
+    async def _insert_inbox(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert sealed inbox rows durably; engines may coalesce concurrent calls."""
         return int(await self._write(q.INBOX_INSERT, rows, "many", True))
 
     async def claim_inbox(

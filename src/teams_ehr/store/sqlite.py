@@ -15,7 +15,8 @@ join links, subscriptions and the replay cache — commit with ``synchronous=FUL
 fsync'd before COMMIT returns, which also makes every earlier commit durable. Leases, outbox
 marks, pending authorizations and rate counters stay NORMAL: losing one costs a redelivery (made
 idempotent by the outbox, I3) or a re-launch. ``append_inbox`` writes a batch with one
-``executemany`` in one transaction, so the fsync is paid once per batch.
+``executemany``, and concurrent appends share one transaction and one fsync (group commit,
+:mod:`teams_ehr.store._group_commit`), each caller returning only once its rows are durable.
 
 Live events are in-process (:mod:`teams_ehr.store._bus`); several instances need PostgreSQL.
 """
@@ -36,8 +37,10 @@ from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import StorageError, UsageError
 from teams_ehr.store import _common as c
+from teams_ehr.store import _sql as q
 from teams_ehr.store._base import SqlStore, Stmt
 from teams_ehr.store._bus import LocalHub, Subscription, check_event
+from teams_ehr.store._group_commit import GroupCommit
 from teams_ehr.store.crypto import FieldCipher
 from teams_ehr.store.migrations import SCHEMA_MIGRATIONS_DDL, pending_migrations
 
@@ -66,6 +69,7 @@ class SqliteStore(SqlStore):
         self._hub = LocalHub(event_buffer)
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        self._inbox_commit = GroupCommit(self._flush_inbox)
 
     def __repr__(self) -> str:
         return f"<SqliteStore open={self._conn is not None}>"
@@ -190,6 +194,34 @@ class SqliteStore(SqlStore):
         if not write:
             return list(await self._in_thread(run))
         return list(await self._in_thread(lambda: self._transaction(conn, run, durable=durable)))
+
+    async def _insert_inbox(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        return await self._inbox_commit.submit(rows)
+
+    async def _flush_inbox(
+        self, parts: list[Sequence[tuple[Any, ...]]]
+    ) -> list[int | StorageError]:
+        """One durable transaction for the queued appends, a savepoint per caller."""
+        conn = self._require()
+
+        def run() -> list[int | StorageError]:
+            outcomes: list[int | StorageError] = []
+            for rows in parts:
+                conn.execute("SAVEPOINT inbox_part")
+                before = conn.total_changes
+                try:
+                    conn.executemany(q.INBOX_INSERT, rows)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO inbox_part")
+                    reason = "integrity" if isinstance(exc, sqlite3.IntegrityError) else None
+                    outcomes.append(StorageError("the database refused the write", reason=reason))
+                else:
+                    outcomes.append(conn.total_changes - before)
+                conn.execute("RELEASE inbox_part")
+            return outcomes
+
+        result = await self._in_thread(lambda: self._transaction(conn, run, durable=True))
+        return list(result)
 
     # -- live events (in-process) -------------------------------------------------------------
 
