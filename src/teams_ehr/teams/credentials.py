@@ -29,9 +29,6 @@ from typing import Any, NamedTuple, Protocol
 import anyio
 import anyio.to_thread
 import httpx
-import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from teams_ehr._http import run_async, with_max_bytes
@@ -99,6 +96,11 @@ def client_assertion(
     """A signed RS256 client assertion for the Microsoft identity platform."""
     if ttl <= timedelta(0) or ttl > MAX_ASSERTION_TTL:
         raise ConfigurationError("assertion lifetime must be within 10 minutes", reason="bad_ttl")
+    # Imported here: a secret- or managed-identity-only host never pays for X.509 and JWS.
+    import jwt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER)
     key = serialization.load_pem_private_key(private_key_pem, password=None)
     headers = {

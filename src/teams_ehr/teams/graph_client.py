@@ -24,7 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -35,7 +35,6 @@ from teams_ehr._http import send_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import GraphError, TransportError, UsageError
-from teams_ehr.teams.credentials import AccessTokenProvider
 from teams_ehr.teams.graph_errors import (
     APPLICATION_ACCESS_POLICY_DOCS,
     graph_error,
@@ -48,6 +47,9 @@ from teams_ehr.teams.retry import (
     RetryPolicy,
     parse_retry_after,
 )
+
+if TYPE_CHECKING:
+    from teams_ehr.teams.credentials import AccessTokenProvider
 
 __all__ = [
     "APPLICATION_ACCESS_POLICY_DOCS",
