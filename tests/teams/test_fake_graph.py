@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx
 import pytest
 from graph_test_support import ORGANIZER, TENANT, FakeTime
@@ -288,6 +289,19 @@ async def test_subscription_handshake_failures(webhook: dict[str, Any]) -> None:
     response = await client(fake).post(f"{BASE}/subscriptions", json=subscription(time))
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "ValidationError"
+    assert fake.subscriptions.items == {}
+
+
+@pytest.mark.anyio
+async def test_subscription_handshake_must_answer_in_time() -> None:
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    fake, time = new_fake(webhook_client=httpx.AsyncClient(transport=httpx.MockTransport(silent)))
+    fake.subscriptions.handshake_timeout = 0.01  # Graph's limit is 10 s
+    response = await client(fake).post(f"{BASE}/subscriptions", json=subscription(time))
+    assert response.status_code == 400
     assert fake.subscriptions.items == {}
 
 

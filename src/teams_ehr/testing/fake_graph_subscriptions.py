@@ -96,6 +96,7 @@ class SubscriptionService:
         self.webhook_client = webhook_client
         self.items: dict[str, FakeSubscription] = {}
         self.validation_tokens: list[str] = []
+        self.handshake_timeout = HANDSHAKE_TIMEOUT
 
     def _max_lifetime(self, resource: str) -> timedelta:
         return _MAX_MEETING_EVENTS if "meetingCallEvents" in resource else _MAX_OTHER
@@ -196,7 +197,7 @@ class SubscriptionService:
         self.validation_tokens.append(token)
         target = httpx.URL(url).copy_merge_params({"validationToken": token})
         try:
-            with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            with anyio.fail_after(self.handshake_timeout):
                 response = await client.post(
                     target, headers={"Content-Type": "text/plain; charset=utf-8"}
                 )
