@@ -76,3 +76,7 @@ async def test_iteration_ends_when_store_closes(maker: object) -> None:
     assert [m async for m in sub] == []
     with pytest.raises(UsageError):
         store.subscribe("visit/3")
+    async with store, store.subscribe("visit/3") as again:  # reopened: a fresh bus
+        await store.publish("visit/3", "reopened")
+        with anyio.fail_after(5):
+            assert await again.__anext__() == "reopened"

@@ -157,6 +157,14 @@ class LocalHub:
             if not subs:
                 del self._channels[sub.channel]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer_size
+
     def channels(self) -> set[str]:
         """Channels that have at least one live subscriber."""
         return {name for name, subs in self._channels.items() if len(subs)}

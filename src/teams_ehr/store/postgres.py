@@ -93,6 +93,8 @@ class PostgresStore(SqlStore):
             raise ConfigurationError(
                 "the PostgreSQL store runs on asyncio only", reason="asyncio_required"
             ) from None
+        if self._hub.closed:  # reopened after aclose()
+            self._hub = LocalHub(self._hub.buffer_size)
         if self._pool is None:
             pool = psycopg_pool.AsyncConnectionPool(
                 self._dsn,

@@ -24,10 +24,10 @@ Live events are in-process (:mod:`teams_ehr.store._bus`); several instances need
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -47,6 +47,7 @@ from teams_ehr.store.migrations import SCHEMA_MIGRATIONS_DDL, pending_migrations
 __all__ = ["SqliteStore"]
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 class SqliteStore(SqlStore):
@@ -87,6 +88,8 @@ class SqliteStore(SqlStore):
 
     async def open(self) -> None:
         """Connect (WAL, busy timeout) and, unless disabled, apply the migrations."""
+        if self._hub.closed:  # reopened after aclose()
+            self._hub = LocalHub(self._hub.buffer_size)
         if self._conn is None:
             try:
                 self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
@@ -148,7 +151,7 @@ class SqliteStore(SqlStore):
         return c.from_micros(int(value))
 
     @staticmethod
-    def _transaction(conn: sqlite3.Connection, run: Any, *, durable: bool) -> Any:
+    def _transaction(conn: sqlite3.Connection, run: Callable[[], T], *, durable: bool) -> T:
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -160,7 +163,7 @@ class SqliteStore(SqlStore):
             raise
         return result
 
-    async def _in_thread(self, call: Any) -> Any:
+    async def _in_thread(self, call: Callable[[], T]) -> T:
         try:
             return await anyio.to_thread.run_sync(call, limiter=self._limiter)
         except sqlite3.IntegrityError:
@@ -192,8 +195,8 @@ class SqliteStore(SqlStore):
             return results
 
         if not write:
-            return list(await self._in_thread(run))
-        return list(await self._in_thread(lambda: self._transaction(conn, run, durable=durable)))
+            return await self._in_thread(run)
+        return await self._in_thread(lambda: self._transaction(conn, run, durable=durable))
 
     async def _insert_inbox(self, rows: Sequence[tuple[Any, ...]]) -> int:
         return await self._inbox_commit.submit(rows)
@@ -220,8 +223,7 @@ class SqliteStore(SqlStore):
                 conn.execute("RELEASE inbox_part")
             return outcomes
 
-        result = await self._in_thread(lambda: self._transaction(conn, run, durable=True))
-        return list(result)
+        return await self._in_thread(lambda: self._transaction(conn, run, durable=True))
 
     # -- live events (in-process) -------------------------------------------------------------
 
