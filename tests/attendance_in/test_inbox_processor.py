@@ -201,3 +201,47 @@ async def test_unknown_meeting_maps_tenant_users_only() -> None:
     assert roles == ["other", "provider"]
     assert {f.department for f in h.store.facts.values()} == {None}
     assert TENANT  # the organization's tenant decides
+
+
+async def test_resource_filter_mismatch_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    h = await make_harness()
+    other = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_OTHER%40thread.v2/0"
+    item = h.item(
+        roster_event(delta_guest("p"), at=_at(h, 1)),
+        resource=f"communications/onlineMeetings(joinWebUrl='{other}')/meetingCallEvents",
+    )
+    result = await handle_notifications(
+        h.body(item), security=h.security, inbox=h.store, subscriptions=h.store, now=h.clock()
+    )
+    assert result.accepted == 1  # authenticated, but about another meeting
+    report = await _processor(h).run_once()
+    assert (report.completed, report.events) == (1, 0)
+    assert h.store.facts == {}
+    assert [getattr(r, "security_event", None) for r in caplog.records] == ["resource_mismatch"]
+
+
+def test_join_url_fingerprint_ignores_encoding_levels() -> None:
+    from urllib.parse import quote
+
+    from teams_ehr.attendance.notifications import join_url_fingerprint, resource_fingerprint
+    from teams_ehr.attendance.subscriptions import meeting_call_events_resource
+
+    url = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_X%40thread.v2/0?context=%7b%22Tid%22%7d"
+    expected = join_url_fingerprint(url)
+    assert resource_fingerprint(meeting_call_events_resource(url)) == expected
+    assert (
+        resource_fingerprint(f"communications/onlineMeetings(joinWebUrl='{url}')/meetingCallEvents")
+        == expected
+    )
+    assert (
+        resource_fingerprint(f"communications/onlineMeetings/?$filter=JoinWebUrl eq '{url}'")
+        == expected
+    )
+    assert (
+        resource_fingerprint(
+            f"communications/onlineMeetings?$filter=joinWebUrl+eq+'{quote(url, safe='')}'"
+        )
+        == expected
+    )
+    assert resource_fingerprint("communications/onlineMeetings/abc") is None
+    assert join_url_fingerprint(url.replace("X", "Y")) != expected

@@ -36,6 +36,7 @@ from teams_ehr.attendance.notifications import (
     LifecycleEnvelope,
     ParticipantKeyer,
     SealedCallEventEnvelope,
+    join_url_fingerprint,
     parse_inbox_envelope,
 )
 from teams_ehr.attendance.roster import roster_channel, roster_message
@@ -154,6 +155,15 @@ class InboxProcessor:
 
     async def _call_event(self, envelope: CallEventEnvelope) -> tuple[int, int]:
         meeting = await self._meetings.get_meeting(envelope.org_id, envelope.external_id)
+        if meeting is not None and envelope.resource_fingerprint != join_url_fingerprint(
+            meeting.join_url
+        ):
+            # security.md T24: the notification must name the subscription's own meeting
+            _log.warning(
+                "call event for another meeting dropped",
+                extra={"security_event": "resource_mismatch"},
+            )
+            return 0, 0
         organizer_key = (
             self._keyer.key(envelope.org_id, meeting.organizer_oid) if meeting is not None else None
         )

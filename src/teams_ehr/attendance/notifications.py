@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -43,6 +45,8 @@ __all__ = [
     "ParticipantChange",
     "ParticipantKeyer",
     "ResourceData",
+    "join_url_fingerprint",
+    "resource_fingerprint",
     "SealedCallEventEnvelope",
     "parse_call_event",
     "parse_inbox_envelope",
@@ -216,6 +220,7 @@ class CallEventEnvelope(BaseModel):
     event_type: str
     at: AwareDatetime
     changes: tuple[ParticipantChange, ...] = ()
+    resource_fingerprint: str | None = None
 
 
 class LifecycleEnvelope(BaseModel):
@@ -242,6 +247,7 @@ class SealedCallEventEnvelope(BaseModel):
     tenant_id: str
     encrypted: EncryptedContent
     received_at: AwareDatetime
+    resource_fingerprint: str | None = None
 
 
 InboxEnvelope = CallEventEnvelope | LifecycleEnvelope | SealedCallEventEnvelope
@@ -252,6 +258,31 @@ class _EnvelopeDoc(BaseModel):
     envelope: CallEventEnvelope | LifecycleEnvelope | SealedCallEventEnvelope = Field(
         discriminator="type"
     )
+
+
+_JOIN_URL_IN_RESOURCE = re.compile(
+    r"joinweburl(?:='|\s*(?:eq|\+eq\+)\s*\+?')([^']*)'", re.IGNORECASE
+)
+
+
+def join_url_fingerprint(join_url: str) -> str:
+    """SHA-256 of a join URL with every level of percent-encoding removed: the same meeting
+    whether the URL is written plain, encoded once, or twice (as inside a subscription
+    resource)."""
+    value = join_url.strip()
+    for _ in range(4):
+        decoded = unquote(value)
+        if decoded == value:
+            break
+        value = decoded
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def resource_fingerprint(resource: str | None) -> str | None:
+    """:func:`join_url_fingerprint` of the join URL named in a notification's ``resource``
+    (``onlineMeetings(joinWebUrl='…')`` or the older ``$filter=JoinWebUrl eq '…'``)."""
+    match = _JOIN_URL_IN_RESOURCE.search(resource or "")
+    return join_url_fingerprint(match.group(1)) if match else None
 
 
 def parse_inbox_envelope(payload: bytes) -> InboxEnvelope:

@@ -42,6 +42,7 @@ from teams_ehr.attendance.notifications import (
     ParticipantKeyer,
     SealedCallEventEnvelope,
     parse_call_event,
+    resource_fingerprint,
 )
 from teams_ehr.errors import RemoteError, TokenInvalidError, WebhookRejectedError
 from teams_ehr.store.protocol import InboxItem, InboxStore, SubscriptionRow, SubscriptionStore
@@ -277,6 +278,7 @@ def _inbox_item(
             tenant_id=tenant,
             encrypted=encrypted,
             received_at=now,
+            resource_fingerprint=resource_fingerprint(item.resource),
         )
         content = hashlib.sha256(f"{encrypted.data_key}.{encrypted.data}".encode()).hexdigest()
         dedupe = _digest(row.subscription_id, resource_digest, item.change_type or "", content)
@@ -288,7 +290,7 @@ def _inbox_item(
             tenant_id=tenant,
             security=security,
             received_at=now,
-        )
+        ).model_copy(update={"resource_fingerprint": resource_fingerprint(item.resource)})
     except WebhookRejectedError as exc:
         raise _RejectedError(exc.reason) from None
     payload = envelope.model_dump_json().encode()
@@ -351,4 +353,4 @@ def unseal(envelope: SealedCallEventEnvelope, security: WebhookSecurity) -> Call
         tenant_id=envelope.tenant_id,
         security=security,
         received_at=envelope.received_at,
-    )
+    ).model_copy(update={"resource_fingerprint": envelope.resource_fingerprint})
