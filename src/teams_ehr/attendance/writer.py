@@ -89,7 +89,8 @@ class WriterStrategy(StrEnum):
         return self is WriterStrategy.EPIC_CLINICAL_NOTE
 
 
-_MODEL = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+# Payload values are unique per fact: caching them in pydantic-core's string cache only fills it.
+_MODEL = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, cache_strings="keys")
 
 
 class DeliveredFact(BaseModel):
