@@ -61,6 +61,8 @@ from teams_ehr.store.protocol import OutboxItem, OutboxStore
 __all__ = [
     "CRASH_POINTS",
     "Backoff",
+    "BackendTokenProvider",
+    "BackendTokenSource",
     "DeadLetter",
     "OrgRoute",
     "OrgTokenProvider",
@@ -165,6 +167,33 @@ class OrgTokenProvider(Protocol):
     """The organization's backend-services access token (``force_refresh`` after a 401)."""
 
     def __call__(self, org_id: str, *, force_refresh: bool = False) -> Awaitable[SecretStr]: ...
+
+
+class BackendTokenSource(Protocol):
+    """What :class:`~teams_ehr.smart.tokens.BackendServicesTokenSource` offers."""
+
+    async def get_token(self, client: httpx.AsyncClient) -> SecretStr: ...
+
+    def invalidate(self) -> None: ...
+
+
+class BackendTokenProvider:
+    """An :class:`OrgTokenProvider` over one backend-services token source per organization
+    (SMART Backend Services, smart-epic.md §2.6): cached tokens, ``invalidate`` after a 401."""
+
+    def __init__(
+        self,
+        source_for_org: Callable[[str], Awaitable[BackendTokenSource]],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self._source_for_org = source_for_org
+        self._client = client
+
+    async def __call__(self, org_id: str, *, force_refresh: bool = False) -> SecretStr:
+        source = await self._source_for_org(org_id)
+        if force_refresh:
+            source.invalidate()
+        return await source.get_token(self._client)
 
 
 @dataclass(frozen=True)
