@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import anyio
+
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.attendance.events import (
@@ -100,6 +102,19 @@ class InboxProcessor:
         self._tenant_user_role: Role = tenant_user_role
         self._phone_role: Role = phone_role
         self._security = security
+
+    async def run(self, *, stop: anyio.Event, poll_seconds: float = 1.0, limit: int = 100) -> None:
+        """Process until ``stop`` is set: back to back while there is work, otherwise every
+        ``poll_seconds``. A failing store is logged and retried at the next poll."""
+        while not stop.is_set():
+            try:
+                report = await self.run_once(limit)
+            except Exception as exc:
+                _log.warning("inbox poll failed (%s)", getattr(exc, "reason", type(exc).__name__))
+                report = ProcessingReport()
+            if report.claimed < limit:
+                with anyio.move_on_after(poll_seconds):
+                    await stop.wait()
 
     async def run_once(self, limit: int = 100) -> ProcessingReport:
         """Claim up to ``limit`` items and process them; returns what happened."""
