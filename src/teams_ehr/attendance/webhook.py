@@ -149,9 +149,10 @@ async def handle_notifications(
 
     rejected: list[str] = []
     candidates: list[tuple[ChangeNotification, SubscriptionRow, str]] = []
+    lookups = _BatchLookups(subscriptions, security)
     for item in collection.value:
         try:
-            row, tenant = await _authenticate_item(item, security, subscriptions, now)
+            row, tenant = await _authenticate_item(item, security, lookups, now)
         except _RejectedError as exc:
             rejected.append(exc.reason)
             continue
@@ -189,13 +190,35 @@ def _security_event(reason: str, *, count: int) -> None:
     )
 
 
+class _BatchLookups:
+    """Subscription rows and organization tenants, read once per delivery (Graph batches)."""
+
+    def __init__(self, subscriptions: SubscriptionStore, security: WebhookSecurity) -> None:
+        self._subscriptions = subscriptions
+        self._security = security
+        self._rows: dict[str, SubscriptionRow | None] = {}
+        self._tenants: dict[str, str | None] = {}
+
+    async def subscription(self, subscription_id: str) -> SubscriptionRow | None:
+        if subscription_id not in self._rows:
+            self._rows[subscription_id] = await self._subscriptions.get_subscription(
+                subscription_id
+            )
+        return self._rows[subscription_id]
+
+    async def tenant(self, org_id: str) -> str | None:
+        if org_id not in self._tenants:
+            self._tenants[org_id] = await self._security.org_tenant(org_id)
+        return self._tenants[org_id]
+
+
 async def _authenticate_item(
     item: ChangeNotification,
     security: WebhookSecurity,
-    subscriptions: SubscriptionStore,
+    lookups: _BatchLookups,
     now: datetime,
 ) -> tuple[SubscriptionRow, str]:
-    row = await subscriptions.get_subscription(item.subscription_id)
+    row = await lookups.subscription(item.subscription_id)
     if row is None:
         raise _RejectedError("unknown_subscription")
     if row.state != "active" or row.expires_at + security.subscription_grace < now:
@@ -203,7 +226,7 @@ async def _authenticate_item(
     sent = item.client_state.get_secret_value() if item.client_state is not None else ""
     if not hmac.compare_digest(sent.encode(), row.client_state.encode()):
         raise _RejectedError("client_state_mismatch")
-    tenant = await security.org_tenant(row.org_id)
+    tenant = await lookups.tenant(row.org_id)
     item_tenant = item.effective_tenant
     if tenant is None or item_tenant is None or item_tenant.lower() != tenant.lower():
         raise _RejectedError("cross_tenant")
