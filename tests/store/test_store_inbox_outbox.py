@@ -43,11 +43,17 @@ async def test_inbox_claim_lease_complete(store: SqlStore, clock: FakeClock) -> 
     assert all(i.item_id is not None for i in first)
     second = await store.claim_inbox(worker="w2", limit=10, now=clock(), lease_until=lease)
     assert [i.dedupe_key for i in second] == ["n3", "n4"]
+    assert await store.claim_inbox(worker="w3", limit=10, now=clock(), lease_until=lease) == []
     await store.complete_inbox([i.item_id or 0 for i in first], worker="w2")  # not its lease
-    await store.complete_inbox([i.item_id or 0 for i in first], worker="w1")
-    clock.advance(31)
-    back = await store.claim_inbox(worker="w3", limit=10, now=clock(), lease_until=lease)
-    assert [i.dedupe_key for i in back] == ["n3", "n4"]  # expired leases come back
+    clock.advance(30)  # at lease_until the lease has expired
+    later = clock() + timedelta(seconds=30)
+    back = await store.claim_inbox(worker="w3", limit=10, now=clock(), lease_until=later)
+    assert [i.dedupe_key for i in back] == ["n0", "n1", "n2", "n3", "n4"]
+    await store.complete_inbox([i.item_id or 0 for i in first], worker="w1")  # lease lost
+    await store.complete_inbox([i.item_id or 0 for i in back[:3]], worker="w3")
+    clock.advance(30)
+    rest = await store.claim_inbox(worker="w4", limit=10, now=clock(), lease_until=later)
+    assert [i.dedupe_key for i in rest] == ["n3", "n4"]
     purged = await raw(store, "SELECT payload FROM inbox WHERE processed_at IS NOT NULL")
     assert purged == [(None,)] * 3  # processed items drop their payload
 
@@ -82,7 +88,9 @@ async def test_mark_fails_after_lease_lost(store: SqlStore, clock: FakeClock) ->
     await store.enqueue_outbox([outbox(clock, "k1")])
     short = clock() + timedelta(seconds=30)
     (mine,) = await store.lease_outbox(worker="w1", limit=1, now=clock(), lease_until=short)
-    clock.advance(31)
+    clock.advance(29)
+    assert await store.lease_outbox(worker="w2", limit=1, now=clock(), lease_until=short) == []
+    clock.advance(1)  # at lease_until the lease has expired
     later = clock() + timedelta(seconds=30)
     (theirs,) = await store.lease_outbox(worker="w2", limit=1, now=clock(), lease_until=later)
     assert theirs.item_id == mine.item_id

@@ -69,7 +69,11 @@ async def test_remember_once(store: SqlStore, clock: FakeClock) -> None:
     assert await store.remember_once("jti", "h1", expires_at=until) is True
     assert await store.remember_once("jti", "h1", expires_at=until) is False
     assert await store.remember_once("launch", "h1", expires_at=until) is True
-    clock.advance(301)
+    clock.advance(299)
+    assert (
+        await store.remember_once("jti", "h1", expires_at=clock() + timedelta(minutes=5)) is False
+    )
+    clock.advance(1)  # expired at expires_at: the key may be used again
     assert await store.remember_once("jti", "h1", expires_at=clock() + timedelta(minutes=5))
 
 

@@ -183,3 +183,26 @@ async def test_org_scoped_reads_never_cross(store: SqlStore, clock: FakeClock) -
     assert await store.list_org_facts("org-b", since=clock(), until=until) == []
     assert await store.list_dead("org-b") == []
     assert await store.get_identity("org-a", "iss", "E1") is not None
+
+
+async def test_errors_and_logs_carry_no_values(
+    store: SqlStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_key, secret_fact = canary("state-hash"), canary("fact-key")
+    until = clock() + timedelta(minutes=5)
+    errors: list[BaseException] = []
+    with caplog.at_level("DEBUG"):
+        await store.put_pending(secret_key, org_id="org-a", payload=b"p", expires_at=until)
+        with pytest.raises(StorageError) as dup:
+            await store.put_pending(secret_key, org_id="org-a", payload=b"p", expires_at=until)
+        errors.append(dup.value)
+        bad = AttendanceFactRow("org-a", "e", secret_fact, None, "r", "pk", clock())  # type: ignore[arg-type]
+        with pytest.raises(StorageError) as integrity:
+            await store.record_facts([bad])
+        errors.append(integrity.value)
+        with pytest.raises(StorageError) as broken:
+            await raw(store, f"SELECT '{secret_fact}' FROM no_such_table")
+        errors.append(broken.value)
+    for err in errors:
+        assert err.__cause__ is None
+        assert_no_leak([secret_key, secret_fact], err, caplog.text)

@@ -25,6 +25,11 @@ from teams_ehr.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from teams_ehr.store.postgres import PostgresStore
+    from teams_ehr.store.protocol import Store
+
+    def _both_are_stores(a: SqliteStore, b: PostgresStore) -> tuple[Store, Store]:
+        """mypy checks here that both engines satisfy the whole protocol."""
+        return a, b
 
 __all__ = ["open_store", "sqlite_path"]
 
