@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         """mypy checks here that both engines satisfy the whole protocol."""
         return a, b
 
+
 __all__ = ["open_store", "sqlite_path"]
 
 
