@@ -152,6 +152,9 @@ async def stream(
     if not await authorize(org_id, external_id, viewer_oid):
         raise CrossTenantDeniedError("viewer may not watch this visit", reason="roster_forbidden")
     subscription = bus.subscribe(roster_channel(org_id, external_id))
+    ready = getattr(subscription, "ready", None)
+    if ready is not None:  # PostgreSQL: LISTEN is active before the snapshot is read (no gap)
+        await ready()
     snapshot = LiveRoster.from_facts(await facts.list_facts(org_id, external_id) if facts else ())
     return _frames(
         subscription,
