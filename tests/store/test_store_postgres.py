@@ -75,6 +75,18 @@ async def test_unsubscribed_channels_are_unlistened(
             assert set(listener._listening.values()) == {"visit/c"}
 
 
+async def test_pool_replaces_connections_the_server_dropped(
+    pg_dsn: str, cipher: FieldCipher, clock: FakeClock
+) -> None:
+    async with PostgresStore(pg_dsn, cipher=cipher, clock=clock, max_size=1) as store:
+        await store.put_organization("org-a", {}, expected_version=None)
+        ((pid,),) = await raw(store, "SELECT pg_backend_pid()")
+        async with await psycopg.AsyncConnection.connect(PG_BASE, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert await store.get_organization("org-a") is not None
+        assert await raw(store, "SELECT pg_backend_pid()") != [(pid,)]
+
+
 def test_channel_names_are_valid_identifiers_per_schema() -> None:
     names = {channel_name("s1", f"visit/{n}") for n in range(200)}
     assert len(names) == 200

@@ -104,6 +104,8 @@ class PostgresStore(SqlStore):
                 open=False,
                 timeout=self._pool_timeout,
                 name="teams_ehr",
+                # a connection the server dropped (restart, failover) is replaced on checkout
+                check=psycopg_pool.AsyncConnectionPool.check_connection,
             )
             try:
                 await pool.open(wait=True, timeout=self._pool_timeout)
@@ -188,11 +190,11 @@ class PostgresStore(SqlStore):
     ) -> list[Any]:
         pool = self._require()
         try:
-            async with pool.connection() as conn:
+            async with pool.connection() as conn, conn.cursor() as cur:
                 if not write:
-                    return await self._run(conn.cursor(), stmts)
+                    return await self._run(cur, stmts)
                 async with conn.transaction():
-                    return await self._run(conn.cursor(), stmts)
+                    return await self._run(cur, stmts)
         except psycopg.errors.IntegrityError:
             raise StorageError("the database refused the write", reason="integrity") from None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
