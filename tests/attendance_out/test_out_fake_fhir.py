@@ -175,3 +175,14 @@ def test_plugs_into_fake_ehr_as_fhir_handler() -> None:
     store = FakeFhirServer("https://ehr.test/fhir/r4")
     ehr = fake_ehr.FakeEhr("https://ehr.test/fhir/r4", fhir_handler=store.handler)
     assert ehr.fhir_handler == store.handler
+
+
+def test_identifier_index_follows_updates() -> None:
+    fake = FakeFhirServer(FHIR_BASE)
+    stored = fake.seed(DOC)
+    with client(fake) as http:
+        changed = {**stored, "identifier": [{"system": "urn:x", "value": "k2"}]}
+        assert http.put(f"DocumentReference/{stored['id']}", json=changed).status_code == 200
+        old = http.get("DocumentReference", params={"identifier": "urn:x|k1"}).json()
+        new = http.get("DocumentReference", params={"identifier": "urn:x|k2"}).json()
+    assert (old["total"], new["total"]) == (0, 1)

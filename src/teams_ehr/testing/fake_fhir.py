@@ -103,6 +103,8 @@ class FakeFhirServer:
         self.telehealth_calls: list[dict[str, str]] = []
         self.request_log: list[tuple[str, str]] = []
         self._store: dict[str, dict[str, JsonObject]] = {}
+        self._index: dict[tuple[str, str, str], set[str]] = {}
+        self._order: dict[tuple[str, str], int] = {}
         self._next_id = 0
         self._outage_until: datetime | None = None
         self._outage_retry_after: int | None = None
@@ -253,7 +255,15 @@ class FakeFhirServer:
         meta = resource.setdefault("meta", {})
         meta["versionId"] = str(meta.get("versionId", "1"))
         meta["lastUpdated"] = self.clock().isoformat()
-        self._store.setdefault(rtype, {})[str(resource["id"])] = resource
+        rid = str(resource["id"])
+        previous = self._store.get(rtype, {}).get(rid)
+        if previous is not None:
+            for key in _token_keys(previous):
+                self._index.get((rtype, *key), set()).discard(rid)
+        for key in _token_keys(resource):
+            self._index.setdefault((rtype, *key), set()).add(rid)
+        self._order.setdefault((rtype, rid), len(self._order))
+        self._store.setdefault(rtype, {})[rid] = resource
         return resource
 
     def _stored(self, rtype: str, resource: JsonObject, status: int) -> httpx.Response:
@@ -338,7 +348,15 @@ class FakeFhirServer:
         return _response(200, bundle)
 
     def _matches(self, rtype: str, params: list[tuple[str, str]]) -> list[JsonObject]:
-        found = list(self._store.get(rtype, {}).values())
+        stored = self._store.get(rtype, {})
+        indexed = next(
+            (self._index.get((rtype, n, v), set()) for n, v in params if _indexable(n, v)), None
+        )
+        if indexed is None:
+            found = list(stored.values())
+        else:  # identifier / _tag lookups use the index (a large store stays fast)
+            ids = sorted(indexed, key=lambda rid: self._order[(rtype, rid)])
+            found = [stored[rid] for rid in ids]
         for name, value in params:
             found = [r for r in found if _param_matches(r, name, value)]
         return found
@@ -391,6 +409,24 @@ class FakeFhirServer:
         call["client_id"] = request.headers.get("epic-client-id", "")
         self.telehealth_calls.append(call)
         return httpx.Response(200, json={"Success": True})
+
+
+def _indexable(name: str, value: str) -> bool:
+    return name in ("identifier", "_tag") and "|" in value and not value.startswith("|")
+
+
+def _token_keys(resource: JsonObject) -> list[tuple[str, str]]:
+    keys = [
+        ("identifier", f"{i.get('system')}|{i.get('value')}")
+        for i in resource.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") and i.get("value")
+    ]
+    keys += [
+        ("_tag", f"{t.get('system')}|{t.get('code')}")
+        for t in (resource.get("meta") or {}).get("tag") or []
+        if isinstance(t, dict) and t.get("system") and t.get("code")
+    ]
+    return keys
 
 
 def _reference_matches(reference: Any, value: str) -> bool:
