@@ -381,3 +381,33 @@ def test_delivery_payload_roundtrip_keys_and_repr() -> None:
     payload = per_fact.to_payload().decode()
     for name in ("displayName", "joinWebUrl", "token"):
         assert name not in payload
+
+
+def test_write_back_config_builds_the_organizations_writers() -> None:
+    from pydantic import ValidationError
+
+    from teams_ehr.attendance.outbox import WriteBackConfig
+
+    epic = WriteBackConfig().build_writers()
+    assert list(epic) == [WriterStrategy.EPIC_CLINICAL_NOTE]
+    note = epic[WriterStrategy.EPIC_CLINICAL_NOTE]
+    assert isinstance(note, EpicClinicalNoteWriter)
+    assert note.conditional_create is False
+    generic = WriteBackConfig(
+        strategies=(WriterStrategy.AUDIT_EVENT, WriterStrategy.ENCOUNTER_PARTICIPANT),
+        conditional_create=False,
+    ).build_writers()
+    audit = generic[WriterStrategy.AUDIT_EVENT]
+    assert isinstance(audit, AuditEventWriter)
+    assert audit.conditional_create is False
+    assert isinstance(generic[WriterStrategy.ENCOUNTER_PARTICIPANT], EncounterParticipantWriter)
+    for writer in generic.values():
+        assert isinstance(writer, AttendanceWriter)
+    tele = WriteBackConfig(strategies=(WriterStrategy.EPIC_TELEHEALTH_STATUS,)).build_writers()
+    assert isinstance(tele[WriterStrategy.EPIC_TELEHEALTH_STATUS], EpicTelehealthStatusWriter)
+    with pytest.raises(ValidationError):
+        WriteBackConfig(strategies=())
+    with pytest.raises(ValidationError):
+        WriteBackConfig(strategies=(WriterStrategy.AUDIT_EVENT, WriterStrategy.AUDIT_EVENT))
+    with pytest.raises(ValidationError):
+        WriteBackConfig(unknown=1)  # type: ignore[call-arg]

@@ -34,17 +34,29 @@ from typing import Protocol
 
 import anyio
 import httpx
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.attendance.fhir_resources import FhirTarget
+from teams_ehr.attendance.epic_telehealth import (
+    EpicTelehealthStatusWriter,
+    TelehealthStatusOptions,
+)
+from teams_ehr.attendance.fhir_resources import (
+    AuditEventOptions,
+    EncounterOptions,
+    FhirTarget,
+    NoteOptions,
+)
 from teams_ehr.attendance.reports import AttendanceFactLike
 from teams_ehr.attendance.writer import (
     AttendanceDelivery,
     AttendanceWriter,
+    AuditEventWriter,
     DeliveredFact,
+    EncounterParticipantWriter,
+    EpicClinicalNoteWriter,
     KeyedLocks,
     WriteOutcome,
     WriterStrategy,
@@ -67,6 +79,7 @@ __all__ = [
     "OrgRoute",
     "OrgTokenProvider",
     "OutboxWorker",
+    "WriteBackConfig",
     "enqueue_attendance",
     "enqueue_visit_note",
 ]
@@ -153,6 +166,48 @@ class Backoff:
         delay = min(self.cap, self.base * int(2 ** min(attempts, 32)))
         at = now + delay / 2 + (delay / 2) * min(max(self.jitter(), 0.0), 1.0)
         return max(at, retry_at) if retry_at is not None else at
+
+
+class WriteBackConfig(BaseModel):
+    """An organization's write-back: which strategies, and their settings (SPEC D4).
+
+    ``conditional_create`` overrides each create strategy's default (notes: search-then-create,
+    as Epic offers no conditional create; audit events: conditional create); set it from the
+    server's CapabilityStatement (``rest.resource.conditionalCreate``) checked at approval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    strategies: tuple[WriterStrategy, ...] = (WriterStrategy.EPIC_CLINICAL_NOTE,)
+    conditional_create: bool | None = None
+    note: NoteOptions = NoteOptions()
+    audit_event: AuditEventOptions = AuditEventOptions()
+    encounter: EncounterOptions = EncounterOptions()
+    telehealth: TelehealthStatusOptions = TelehealthStatusOptions()
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct(cls, value: tuple[WriterStrategy, ...]) -> tuple[WriterStrategy, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("strategies must be distinct and not empty")
+        return value
+
+    def build_writers(self, *, clock: Clock = utc_now) -> dict[WriterStrategy, AttendanceWriter]:
+        """One writer per configured strategy."""
+        cc = self.conditional_create
+        made: dict[WriterStrategy, AttendanceWriter] = {
+            WriterStrategy.EPIC_CLINICAL_NOTE: EpicClinicalNoteWriter(
+                self.note, conditional_create=bool(cc), clock=clock
+            ),
+            WriterStrategy.AUDIT_EVENT: AuditEventWriter(
+                self.audit_event, conditional_create=cc is not False, clock=clock
+            ),
+            WriterStrategy.ENCOUNTER_PARTICIPANT: EncounterParticipantWriter(
+                self.encounter, clock=clock
+            ),
+            WriterStrategy.EPIC_TELEHEALTH_STATUS: EpicTelehealthStatusWriter(
+                self.telehealth, clock=clock
+            ),
+        }
+        return {strategy: made[strategy] for strategy in self.strategies}
 
 
 @dataclass(frozen=True)

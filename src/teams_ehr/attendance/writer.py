@@ -162,7 +162,8 @@ class AttendanceWriter(Protocol):
     """A write-back strategy. ``lock_key`` names what must not be written concurrently in one
     process (search-then-create), or ``None``."""
 
-    strategy: WriterStrategy
+    @property
+    def strategy(self) -> WriterStrategy: ...
 
     def accepts(self, kind: str) -> bool: ...
 
