@@ -291,8 +291,8 @@ class OutboxWorker:
     concurrency: int = 8
     crash_hook: _Crash | None = None
     locks: KeyedLocks = field(default_factory=lambda: _PROCESS_LOCKS)
-    stats: WorkerStats = field(default_factory=WorkerStats)
-    _expired_alerted: set[str] = field(default_factory=set)
+    stats: WorkerStats = field(default_factory=WorkerStats, init=False)
+    _expired_alerted: set[str] = field(default_factory=set, init=False, repr=False)
 
     def _crash_point(self, point: str) -> None:
         if self.crash_hook is not None:
