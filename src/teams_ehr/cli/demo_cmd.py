@@ -1,6 +1,10 @@
 """``teams-ehr demo``: a whole virtual visit against the embedded sandbox (SPEC E3, the main job).
 
-It walks the visit in this process and prints each step: an approved organization, the clinician's SMART EHR launch (PKCE,
+By default it serves the clickable web demo (:mod:`teams_ehr.demo`: the FastAPI example app on
+the sandbox) on ``http://127.0.0.1:<port>/``, prints that one URL, opens it in the browser unless
+``--no-browser``, and serves until Ctrl-C.
+
+``--console`` walks the visit in this process instead and prints each step: an approved organization, the clinician's SMART EHR launch (PKCE,
 ``private_key_jwt``) with its verified launch context, the one-time Microsoft sign-in, the
 Teams meeting created with its lobby verified, and the patient's join link landing in the lobby.
 Nothing leaves the machine: every request goes to the in-process fakes.
@@ -9,8 +13,12 @@ Nothing leaves the machine: every request goes to the in-process fakes.
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
+import time
+import webbrowser
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -20,16 +28,75 @@ from teams_ehr.smart.flows import LaunchResult
 from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
 from teams_ehr.web import WebResponse
 
+if TYPE_CHECKING:
+    from teams_ehr.demo.server import DemoServer
+
 ORG = "sandbox-clinic"
+DEFAULT_PORT = 8700
 
 
 def register(sub: Any) -> None:
     demo = sub.add_parser("demo", help="run a whole virtual visit on the embedded sandbox")
+    demo.add_argument(
+        "--console", action="store_true", help="walk the visit in the terminal instead"
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, "
+        "or any free port if that one is taken; 0: any free port)",
+    )
+    demo.add_argument("--host", choices=["127.0.0.1"], default="127.0.0.1", help=argparse.SUPPRESS)
+    demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     demo.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    return anyio.run(console_walkthrough)
+    if args.console:
+        return anyio.run(console_walkthrough)
+    return web_demo(host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
+def web_demo(*, host: str, port: int | None, open_browser: bool) -> int:
+    """Serve the web demo until Ctrl-C; prints exactly one URL."""
+    try:
+        from teams_ehr.demo.server import DemoServer
+    except ModuleNotFoundError as exc:
+        print(
+            f"teams-ehr demo needs {exc.name}: pip install 'teams-ehr[demo]' "
+            "(or run 'teams-ehr demo --console')",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        try:
+            server = DemoServer(host=host, port=DEFAULT_PORT if port is None else port)
+        except OSError:
+            if port is not None:
+                raise
+            server = DemoServer(host=host, port=0)
+    except OSError as exc:
+        print(f"teams-ehr demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"teams-ehr demo: open {server.url}  (Ctrl-C stops it)", flush=True)
+    if open_browser:
+        threading.Thread(target=_open_when_ready, args=(server,), daemon=True).start()
+    serve(server)
+    return 0
+
+
+def serve(server: DemoServer) -> None:
+    """Block serving ``server`` (a seam for the CLI test)."""
+    server.serve()
+
+
+def _open_when_ready(server: DemoServer) -> None:
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if server.started:
+        webbrowser.open(server.url)
 
 
 def _step(number: int, text: str) -> None:

@@ -1,0 +1,337 @@
+"""Browser pages of the sandbox fakes: EHR consent, Microsoft sign-in, the Teams meeting (SPEC E3).
+
+:mod:`teams_ehr.demo.gateway` sends the browser here with the fake's own path and query. The
+consent and sign-in pages ask the person to click, then hand the *unchanged* authorization request
+to the fake (``FakeEhr.handler`` / ``FakeEntra.handler``) and follow its redirect back to the app.
+The meeting pages render :class:`~teams_ehr.testing.meeting_room.MeetingRoom` of the meeting
+whose join URL the library redirected to: a pre-join screen (organizer or guest), the lobby with
+*Admit*, *Leave* and *End meeting*; every change is handed to the attendance pipeline through
+:meth:`DemoWorld.room_changed`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from teams_ehr.demo import pages
+from teams_ehr.demo.pages import button_form, e, layout
+from teams_ehr.demo.world import CLINICIAN_NAME, DemoNotFoundError, DemoWorld
+from teams_ehr.errors import UsageError
+from teams_ehr.testing.meeting_room import MeetingRoom
+from teams_ehr.testing.sandbox import CLINICIAN_OID
+from teams_ehr.web import SECURITY_HEADERS
+
+__all__ = ["form_fields", "html_response", "sandbox_routes"]
+
+_MAX_FORM = 16_384
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def html_response(markup: str, status: int = 200) -> HTMLResponse:
+    headers = dict(SECURITY_HEADERS)
+    headers["Content-Security-Policy"] = pages.CSP
+    return HTMLResponse(markup, status_code=status, headers=headers)
+
+
+def _see_other(location: str) -> RedirectResponse:
+    return RedirectResponse(location, status_code=303, headers=dict(SECURITY_HEADERS))
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the only kind the demo's forms send)."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = await request.body()
+    return dict(parse_qsl(body.decode("utf-8", "replace")[:_MAX_FORM], keep_blank_values=True))
+
+
+def _follow(response: httpx.Response, fake: str) -> Response:
+    location = response.headers.get("location")
+    if response.status_code != 302 or not location:
+        text = f"The sandbox {fake} refused the request (HTTP {response.status_code})."
+        return html_response(pages.message(f"Sandbox {fake}", text), status=400)
+    return _see_other(location)
+
+
+# -- the EHR's consent page and Microsoft's sign-in page ----------------------------------------
+
+
+def _ehr_routes(world: DemoWorld) -> list[Route]:
+    ehr = world.sandbox.ehr
+    path = "/sandbox/ehr" + urlsplit(ehr.authorize_url).path
+
+    async def consent(request: Request) -> Response:
+        query = request.url.query
+        params = dict(request.query_params)
+        patient = "patient/" in params.get("scope", "")
+        who = "MyChart (sandbox) — patient" if patient else "Sandbox EHR — clinician"
+        body = (
+            f"<section><h2>Allow access?</h2><p><b>{e(params.get('client_id', ''))}</b> asks to "
+            f"use your {e(who)} session with these scopes:</p><ul>"
+            + "".join(f"<li><code>{e(s)}</code></li>" for s in params.get("scope", "").split())
+            + "</ul><p class='note'>The app reads only the appointment's start and end.</p>"
+            + button_form(
+                path, "Allow", fields={"query": query, "decision": "allow"}, test_id="ehr-allow"
+            )
+            + " "
+            + button_form(
+                path,
+                "Deny",
+                fields={"query": query, "decision": "deny"},
+                css="secondary",
+                test_id="ehr-deny",
+            )
+            + "</section>"
+        )
+        return html_response(layout("Sandbox EHR sign-in", body, theme="ehr"))
+
+    async def decide(request: Request) -> Response:
+        form = await form_fields(request)
+        ehr.deny_consent = form.get("decision") != "allow"
+        try:
+            answer = ehr.handler(httpx.Request("GET", ehr.authorize_url + "?" + form["query"]))
+        finally:
+            ehr.deny_consent = False
+        return _follow(answer, "EHR")
+
+    return [Route(path, consent, methods=["GET"]), Route(path, decide, methods=["POST"])]
+
+
+def _entra_routes(world: DemoWorld) -> list[Route]:
+    entra = world.sandbox.entra
+    path = "/sandbox/entra" + urlsplit(entra.authorize_endpoint).path
+
+    async def signin(request: Request) -> Response:
+        body = (
+            "<section><h2>Sign in to Microsoft 365</h2>"
+            "<p>teams-ehr needs your Microsoft identity once, to link it to your EHR user "
+            "(you will join visits as their organizer).</p>"
+            f"<p><b>{e(CLINICIAN_NAME)}</b> · clinician@sandbox-clinic.example</p>"
+            + button_form(
+                path,
+                f"Sign in as {CLINICIAN_NAME}",
+                fields={"query": request.url.query},
+                test_id="ms-signin",
+            )
+            + "</section>"
+        )
+        return html_response(layout("Microsoft sign-in (sandbox)", body, theme="sandbox"))
+
+    async def submit(request: Request) -> Response:
+        form = await form_fields(request)
+        entra.sign_in_as(
+            CLINICIAN_OID, name=CLINICIAN_NAME, preferred_username="clinician@sandbox.example"
+        )
+        answer = entra.handler(httpx.Request("GET", entra.authorize_endpoint + "?" + form["query"]))
+        return _follow(answer, "Microsoft sign-in")
+
+    return [Route(path, signin, methods=["GET"]), Route(path, submit, methods=["POST"])]
+
+
+# -- the simulated Teams meeting ----------------------------------------------------------------
+
+_TEAMS = "/sandbox/teams"
+
+
+def _panel(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
+    """The live part of the meeting page (re-fetched by the page script on each change)."""
+    names = world.people
+
+    def label(pid: str) -> str:
+        name, kind = names.get((handle, pid), (pid, "guest"))
+        return f"{e(name)} <span class='note'>({e(kind)})</span>"
+
+    base = f"{_TEAMS}/rooms/{handle}/p/{me}"
+    in_meeting, in_lobby = room.in_meeting(), room.in_lobby()
+    organizer = names.get((handle, me), ("", ""))[1] == "organizer" and me in in_meeting
+    if me in in_meeting:
+        status = "<p class='ok' data-testid='me-status'>You are in the meeting.</p>"
+    elif me in in_lobby:
+        status = (
+            "<p class='warn' data-testid='me-status'>You are waiting in the lobby. "
+            "Someone in the meeting will let you in soon.</p>"
+        )
+    else:
+        status = "<p data-testid='me-status'>You have left the meeting.</p>"
+    lobby_items = "".join(
+        f"<li>{label(pid)}"
+        + (
+            button_form(base + "/admit", "Admit", fields={"participant": pid}, test_id="admit")
+            if organizer
+            else ""
+        )
+        + "</li>"
+        for pid in in_lobby
+    )
+    people = "".join(f"<li>{label(pid)}</li>" for pid in in_meeting)
+    actions = ""
+    if me in in_meeting or me in in_lobby:
+        actions = button_form(base + "/leave", "Leave", css="danger", test_id="leave")
+    if organizer:
+        actions += " " + button_form(
+            base + "/end", "End meeting for everyone", css="secondary", test_id="end-meeting"
+        )
+    call = "call in progress" if room.call_active else "no call in progress"
+    return (
+        f"{status}<p class='note'>Meeting: {e(call)}.</p>"
+        f"<h3>In the meeting</h3><ul class='people' data-testid='in-meeting'>{people}</ul>"
+        f"<h3>Lobby</h3><ul class='people' data-testid='lobby'>{lobby_items or '<li>—</li>'}</ul>"
+        f"<p>{actions}</p>"
+    )
+
+
+def _teams_routes(world: DemoWorld) -> list[Route]:
+    graph = world.sandbox.graph
+
+    def room_of(request: Request) -> tuple[str, MeetingRoom]:
+        handle = request.path_params["handle"]
+        room = world.room(handle)
+        if room is None:
+            raise DemoNotFoundError("unknown room")
+        return handle, room
+
+    async def join_url(request: Request) -> Response:
+        raw = request.scope.get("raw_path", b"").decode("latin-1")[len(_TEAMS) :]
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        wanted = unquote("https://teams.microsoft.com" + raw + (f"?{query}" if query else ""))
+        for meeting in graph.meetings.values():
+            if unquote(str(meeting.get("joinWebUrl", ""))) == wanted:
+                handle = world.room_handle_for_join_url(str(meeting["joinWebUrl"]))
+                return _see_other(f"{_TEAMS}/rooms/{handle}")
+        return html_response(pages.message("Microsoft Teams", "Meeting not found."), 404)
+
+    async def prejoin(request: Request) -> Response:
+        handle, room = room_of(request)
+        appointment = world.appointment_of_room(handle)
+        title = "Virtual visit" if appointment is None else f"Virtual visit · {appointment.reason}"
+        action = f"{_TEAMS}/rooms/{handle}/join"
+        organizer_in = "organizer" in room.in_meeting()
+        guest_form = (
+            f"<form method='post' action='{e(action)}'><input type='hidden' name='identity' "
+            "value='guest'><label>Your name <input type='text' name='name' value='Patient' "
+            "maxlength='60' data-testid='guest-name'></label> "
+            "<button data-testid='join-guest'>Join now</button></form>"
+        )
+        body = (
+            f"<section><h2>{e(title)}</h2><p class='note'>Microsoft Teams (simulated) · "
+            "no app, no account needed.</p></section>"
+            "<section><h3>Continue on this browser as a guest</h3>"
+            f"{guest_form}</section><section><h3>Signed in to Microsoft 365</h3>"
+            + button_form(
+                action,
+                f"Join as {CLINICIAN_NAME} (organizer)",
+                fields={"identity": "organizer"},
+                test_id="join-organizer",
+            )
+            + (" <span class='note'>(already in the meeting)</span>" if organizer_in else "")
+            + "</section>"
+        )
+        return html_response(layout("Microsoft Teams (simulated)", body, theme="teams"))
+
+    async def join(request: Request) -> Response:
+        handle, room = room_of(request)
+        form = await form_fields(request)
+        if form.get("identity") == "organizer":
+            me, kind, name = "organizer", "organizer", CLINICIAN_NAME
+            if me in room.in_meeting():
+                return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+        else:
+            me, kind = "guest-" + secrets.token_hex(4), "guest"
+            name = (form.get("name") or "Guest").strip()[:60] or "Guest"
+        room.join(me, identity="organizer" if kind == "organizer" else "guest", display_name=name)
+        world.people[(handle, me)] = (name, kind)
+        await world.room_changed()
+        return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+
+    async def room_page(request: Request) -> Response:
+        handle, room = room_of(request)
+        me = request.path_params["me"]
+        base = f"{_TEAMS}/rooms/{handle}"
+        roster = await _live_roster(world, handle, me)
+        body = (
+            f"<section id='room-panel' data-state='{e(base)}/state.json' "
+            f"data-panel='{e(base)}/p/{e(me)}/panel' data-version='{len(room.history)}'>"
+            f"{_panel(world, handle, room, me)}</section>{roster}"
+        )
+        return html_response(
+            layout("Microsoft Teams (simulated)", body, theme="teams", script=True)
+        )
+
+    async def panel(request: Request) -> Response:
+        handle, room = room_of(request)
+        return html_response(_panel(world, handle, room, request.path_params["me"]))
+
+    async def state(request: Request) -> Response:
+        _, room = room_of(request)
+        body = {
+            "version": len(room.history),
+            "in_meeting": len(room.in_meeting()),
+            "in_lobby": len(room.in_lobby()),
+            "call_active": room.call_active,
+        }
+        return JSONResponse(body, headers=dict(SECURITY_HEADERS))
+
+    async def act(request: Request) -> Response:
+        handle, room = room_of(request)
+        me, action = request.path_params["me"], request.path_params["action"]
+        form = await form_fields(request)
+        is_organizer = world.people.get((handle, me), ("", ""))[1] == "organizer"
+        try:
+            if action == "admit" and is_organizer:
+                room.admit(form.get("participant", ""))
+            elif action == "leave":
+                room.leave(me)
+                if room.call_active and not room.in_meeting() and not room.in_lobby():
+                    room.end_call()
+            elif action == "end" and is_organizer and room.call_active:
+                room.end_call()
+        except UsageError:
+            pass  # a double click: the room already changed; the page shows its state
+        await world.room_changed()
+        return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+
+    return [
+        Route(_TEAMS + "/l/{rest:path}", join_url, methods=["GET"]),
+        Route(_TEAMS + "/rooms/{handle}", prejoin, methods=["GET"]),
+        Route(_TEAMS + "/rooms/{handle}/join", join, methods=["POST"]),
+        Route(_TEAMS + "/rooms/{handle}/state.json", state, methods=["GET"]),
+        Route(_TEAMS + "/rooms/{handle}/p/{me}", room_page, methods=["GET"]),
+        Route(_TEAMS + "/rooms/{handle}/p/{me}/panel", panel, methods=["GET"]),
+        Route(_TEAMS + "/rooms/{handle}/p/{me}/{action}", act, methods=["POST"]),
+    ]
+
+
+async def _live_roster(world: DemoWorld, handle: str, me: str) -> str:
+    """The clinician's teams-ehr roster: the runtime's SSE stream when it exists (SPEC D3)."""
+    if world.people.get((handle, me), ("", ""))[1] != "organizer":
+        return ""
+    appointment = world.appointment_of_room(handle)
+    url = None if appointment is None else world.roster_url(appointment)
+    if url is None:
+        return (
+            "<section><h3>teams-ehr live roster</h3><p class='note'>This runtime has no live "
+            "roster route; the attendance page shows the stored facts.</p></section>"
+        )
+    return (
+        f"<section id='live-roster' data-sse='{e(url)}' data-events='0'>"
+        "<h3>teams-ehr live roster</h3><p class='note'>Roles, kinds and times only, as the "
+        "clinician's app receives them (Server-Sent Events).</p><ul></ul></section>"
+    )
+
+
+def sandbox_routes(world: DemoWorld) -> list[Route]:
+    """Every browser-facing sandbox page."""
+
+    async def missing(request: Request) -> Response:
+        return html_response(pages.message("Sandbox", "Unknown sandbox page."), 404)
+
+    routes = [*_ehr_routes(world), *_entra_routes(world), *_teams_routes(world)]
+    routes.append(Route("/sandbox/{rest:path}", missing, methods=["GET", "POST"]))
+    return routes

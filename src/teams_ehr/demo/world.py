@@ -1,0 +1,255 @@
+"""The demo's sandbox world: fakes, seeded clinic, schedule and simulated meeting rooms (SPEC E3).
+
+:class:`DemoWorld` wraps a :class:`~teams_ehr.testing.sandbox.Sandbox` whose app lives at the
+demo server's own loopback origin (``http://127.0.0.1:<port>``, so the organization's environment
+allows ``http`` for its redirect URI and JWKS URL only). The fakes keep their production-shaped
+hosts (``ehr.test``, ``login.microsoftonline.com``, ``graph.microsoft.com``, and Teams join URLs
+on ``teams.microsoft.com``): server-side every request goes through the sandbox transport, and
+the browser reaches their pages through :mod:`teams_ehr.demo.gateway`.
+
+What is seeded: one organization, *pending approval* so the admin view can approve it as the
+sandbox approver (SPEC C1: only approved URLs launch), and today's appointments in the fake FHIR
+store. Patient names are made up and exist only in this module's schedule for the pages; they are
+never logged and never reach the library (which reads only an appointment's times).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from teams_ehr._http import run_async
+from teams_ehr._redact import get_logger
+from teams_ehr.app import TeamsEhr
+from teams_ehr.orgs.approval import ApprovalProof
+from teams_ehr.orgs.models import EnvironmentConfig, Organization, config_hash
+from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
+from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow
+from teams_ehr.teams.identity import MicrosoftIdentity
+from teams_ehr.teams.meetings import external_id_for
+from teams_ehr.testing.meeting_room import MeetingRoom
+from teams_ehr.testing.sandbox import (
+    APPROVER_OID,
+    CLINICIAN_OID,
+    SMART_CLIENT_ID,
+    TENANT_ID,
+    Sandbox,
+)
+
+__all__ = ["ORG_ID", "DemoAppointment", "DemoNotFoundError", "DemoSandbox", "DemoWorld"]
+
+ORG_ID = "sandbox-clinic"
+CLINICIAN_NAME = "Dr. Demo"
+_log = get_logger(__name__)
+RoomChangeListener = Callable[[], Awaitable[object]]
+
+
+class DemoNotFoundError(LookupError):
+    """A demo page names an appointment, organization or room that does not exist."""
+
+
+class DemoSandbox(Sandbox):
+    """The sandbox with an app on a loopback ``http`` origin (the demo server itself)."""
+
+    def environment_config(self) -> EnvironmentConfig:
+        return EnvironmentConfig(
+            fhir_base=self.ehr.base_url,
+            client_id=SMART_CLIENT_ID,
+            epic_client_id=SMART_CLIENT_ID,
+            redirect_uri=self.redirect_uri,
+            jwks_url=self.app_base_url + "/.well-known/jwks.json",
+            allow_http=True,  # loopback demo only: part of the approved configuration
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAppointment:
+    """One row of the EHR schedule (the name is sandbox-only display text)."""
+
+    appointment_id: str
+    patient_id: str
+    patient_name: str
+    reason: str
+    start: datetime
+    end: datetime
+
+    @property
+    def visit_key(self) -> str:
+        return f"Appointment/{self.appointment_id}"
+
+
+_SCHEDULE = (
+    ("appt-1001", "patient-1001", "Alex Rivera", "Follow-up: blood pressure", 5),
+    ("appt-1002", "patient-1002", "Sam Chen", "Medication review", 35),
+    ("appt-1003", "patient-1003", "Jordan Lee", "New patient consult", 65),
+)
+
+
+class DemoWorld:
+    """Everything the demo pages act on; one per demo server."""
+
+    def __init__(self, app_base_url: str) -> None:
+        self.sandbox = DemoSandbox(app_base_url=app_base_url)
+        self.app_base_url = self.sandbox.app_base_url
+        self.appointments: dict[str, DemoAppointment] = {}
+        for appointment_id, patient_id, name, reason, minutes in _SCHEDULE:
+            start, end = self.sandbox.seed_appointment(
+                appointment_id, start=self.sandbox.clock() + timedelta(minutes=minutes)
+            )
+            self.appointments[appointment_id] = DemoAppointment(
+                appointment_id, patient_id, name, reason, start, end
+            )
+        self._rooms: dict[str, str] = {}  # opaque room handle → Graph meeting id
+        self.people: dict[tuple[str, str], tuple[str, str]] = {}  # (room, id) → (name, kind)
+        self.notifier: RoomChangeListener | None = None
+        self._runtime: TeamsEhr | None = None
+
+    def __repr__(self) -> str:
+        return "<DemoWorld>"
+
+    @property
+    def runtime(self) -> TeamsEhr:
+        if self._runtime is None:
+            raise RuntimeError("the demo runtime is not open yet")
+        return self._runtime
+
+    # -- organizations (SPEC C1, C2) ------------------------------------------------------------
+
+    async def seed(self, runtime: TeamsEhr) -> None:
+        """Create the sandbox organization and submit its test environment for approval."""
+        self._runtime = runtime
+        if await runtime.registry.get(ORG_ID) is None:
+            await self.sandbox.seed_organization(runtime, org_id=ORG_ID, approve=False)
+            await runtime.registry.submit_for_approval(ORG_ID, "test", actor=APPROVER_OID)
+
+    async def approve(self, org_id: str) -> Organization:
+        """Approve the test environment as the sandbox's designated approver.
+
+        The proof is what the approval sign-ins yield (SPEC C1): the approver's Microsoft identity
+        and a discovery snapshot of the exact FHIR base, fetched now from the sandbox EHR."""
+        runtime = self.runtime
+        org = await runtime.registry.get(org_id)
+        env = None if org is None else org.environment("test")
+        if org is None or env is None:
+            raise DemoNotFoundError("no such organization environment")
+        base = env.config.fhir_base
+        smart = await run_async(discovery_flow(base), runtime.http)
+        proof = ApprovalProof(
+            canonical_base=base,
+            snapshot=DiscoverySnapshot.of(smart),
+            id_token_issuer=self.sandbox.ehr.oidc_issuer,
+            signed_in_at=self.sandbox.clock(),
+        )
+        approver = MicrosoftIdentity(tenant_id=TENANT_ID, object_id=APPROVER_OID)
+        approved = await runtime.registry.approve(
+            org_id, "test", approver, proof, config_hash=config_hash(org, "test")
+        )
+        _log.info("demo: organization approved (org %s)", org_id)
+        return approved
+
+    async def is_active(self) -> bool:
+        org = await self.runtime.registry.get(ORG_ID)
+        env = None if org is None else org.environment("test")
+        return env is not None and env.state == "active"
+
+    # -- launches (SPEC C3, C4) -----------------------------------------------------------------
+
+    def _appointment(self, appointment_id: str) -> DemoAppointment:
+        appointment = self.appointments.get(appointment_id)
+        if appointment is None:
+            raise DemoNotFoundError("no such appointment")
+        return appointment
+
+    def provider_launch_path(self, appointment_id: str) -> str:
+        """What the EHR opens on *Begin virtual visit*: ``/launch/<org>/test?iss&launch``."""
+        appointment = self._appointment(appointment_id)
+        launch = self.sandbox.provider_launch(appointment.appointment_id)
+        return _launch_path("launch", self.sandbox.ehr.base_url, launch)
+
+    def patient_launch_path(self, appointment_id: str) -> str:
+        """What the patient portal opens: a SMART patient launch ``/patient/<org>/test``."""
+        appointment = self._appointment(appointment_id)
+        launch = self.sandbox.ehr.issue_launch(
+            patient=appointment.patient_id,
+            encounter=None,
+            appointment=appointment.appointment_id,
+            user=appointment.patient_id,
+        )
+        return _launch_path("patient", self.sandbox.ehr.base_url, launch)
+
+    async def text_message_link(self, appointment_id: str) -> str:
+        """The patient's text/e-mail link ``/j/<token>`` (the visit prepared ahead, SPEC C4)."""
+        appointment = self._appointment(appointment_id)
+        token = await self.runtime.visits.prepare_visit(
+            ORG_ID,
+            visit_key=appointment.visit_key,
+            organizer_oid=CLINICIAN_OID,
+            start=appointment.start,
+            end=appointment.end,
+        )
+        return f"/j/{token}"
+
+    def external_id(self, appointment: DemoAppointment) -> str:
+        key = self.runtime.settings.external_id_key_bytes()
+        return external_id_for(key, ORG_ID, appointment.visit_key)
+
+    async def meeting_of(self, appointment: DemoAppointment) -> MeetingRow | None:
+        return await self.runtime.store.get_meeting(ORG_ID, self.external_id(appointment))
+
+    async def facts_of(self, appointment: DemoAppointment) -> list[AttendanceFactRow]:
+        return list(await self.runtime.store.list_facts(ORG_ID, self.external_id(appointment)))
+
+    # -- simulated Teams meetings ---------------------------------------------------------------
+
+    def room_handle_for_join_url(self, join_url: str) -> str | None:
+        """The opaque handle of the meeting whose join URL this is (``None``: unknown)."""
+        for meeting_id, meeting in self.sandbox.graph.meetings.items():
+            if secrets.compare_digest(str(meeting.get("joinWebUrl", "")), join_url):
+                for handle, known in self._rooms.items():
+                    if known == meeting_id:
+                        return handle
+                handle = secrets.token_urlsafe(12)
+                self._rooms[handle] = meeting_id
+                return handle
+        return None
+
+    def room(self, handle: str) -> MeetingRoom | None:
+        meeting_id = self._rooms.get(handle)
+        return None if meeting_id is None else self.sandbox.graph.room(meeting_id)
+
+    def roster_url(self, appointment: DemoAppointment) -> str | None:
+        """The runtime's live-roster (SSE) URL for this visit, if the runtime serves one."""
+        from teams_ehr.integrations.routes import ROUTES
+
+        values = {"org_id": ORG_ID, "external_id": self.external_id(appointment)}
+        for spec in ROUTES:
+            if "roster" in spec.name:
+                try:
+                    return spec.path.format(**values)
+                except KeyError:  # a route shape this demo does not know
+                    return None
+        return None
+
+    async def room_changed(self) -> None:
+        """After a room change: let the attendance pipeline see it (when it is wired)."""
+        if self.notifier is not None:
+            await self.notifier()
+
+    def appointment_of_room(self, handle: str) -> DemoAppointment | None:
+        """The schedule row of a room (by the meeting's externalId), for page headings."""
+        meeting_id = self._rooms.get(handle)
+        meeting = None if meeting_id is None else self.sandbox.graph.meetings.get(meeting_id)
+        if meeting is None or self._runtime is None:
+            return None
+        for appointment in self.appointments.values():
+            if meeting.get("externalId") == self.external_id(appointment):
+                return appointment
+        return None
+
+
+def _launch_path(kind: str, iss: str, launch: str) -> str:
+    from urllib.parse import urlencode
+
+    return f"/{kind}/{ORG_ID}/test?" + urlencode({"iss": iss, "launch": launch})

@@ -1,0 +1,56 @@
+"""`teams-ehr demo`: the web demo by default, the console walkthrough with --console (SPEC E3)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from teams_ehr.cli import demo_cmd, main
+from teams_ehr.demo.server import DemoServer
+
+
+def test_console_walkthrough(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--console"]) == 0
+    out = capsys.readouterr().out
+    assert "SMART EHR launch verified" in out
+    assert "lobby bypass=organizer, dial-in bypass=False" in out
+    assert "patient waiting in the lobby: True" in out
+    assert out.rstrip().endswith("All steps passed.")
+
+
+def test_web_demo_prints_one_url_and_serves_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages: dict[str, int] = {}
+
+    def serve_briefly(server: DemoServer) -> None:  # instead of blocking until Ctrl-C
+        server.start()
+        try:
+            for path in ("", "ehr", "portal", "admin", "attendance"):
+                pages[path] = httpx.get(server.url + path).status_code
+        finally:
+            server.stop()
+
+    monkeypatch.setattr(demo_cmd, "serve", serve_briefly)
+    assert main(["demo", "--port", "0", "--no-browser"]) == 0
+    out = capsys.readouterr().out
+    urls = re.findall(r"https?://\S+", out)
+    assert len(urls) == 1
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", urls[0])
+    assert set(pages.values()) == {200}
+
+
+def test_web_demo_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
+    busy = DemoServer(port=0)
+    try:
+        assert main(["demo", "--port", str(busy.port), "--no-browser"]) == 2
+    finally:
+        busy.stop()
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def test_web_demo_host_is_loopback_only() -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--host", "0.0.0.0", "--no-browser"])
