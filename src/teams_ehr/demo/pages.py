@@ -92,7 +92,7 @@ def layout(title: str, body: str, *, theme: str = "", script: bool = False) -> s
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{e(title)}</title><style>{_STYLE}</style>{tag}</head>"
+        f"<title>{e(title)}</title><link rel='icon' href='data:,'><style>{_STYLE}</style>{tag}</head>"
         f"<body class='{e(theme)}'><header><span class='brand'>{e(title)}</span>{nav}</header>"
         f"<main>{body}</main></body></html>"
     )
