@@ -19,7 +19,7 @@ from typing import Self
 import httpx
 
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.config import TeamsEhrSettings
+from teams_ehr.config import SmartSettings, TeamsEhrSettings
 from teams_ehr.errors import ApprovalRequiredError, ConfigurationError
 from teams_ehr.joinlinks import JoinLinkService
 from teams_ehr.keys import LocalSigner, Signer
@@ -59,6 +59,14 @@ def load_signers(settings: TeamsEhrSettings) -> dict[EnvironmentName, Signer]:
                 raise ConfigurationError(f"cannot read {env} key: {exc.strerror}") from None
             signers[env] = LocalSigner.from_pem(pem, settings.smart.signing_alg)
     return signers
+
+
+def _scopes_for(smart: SmartSettings, role: LaunchRole) -> tuple[str, ...]:
+    if role == "patient":
+        return smart.patient_scopes
+    if role == "approval":  # standalone sign-in that only proves the base URL (C1)
+        return smart.approval_scopes
+    return smart.provider_scopes
 
 
 class DefaultOrgServices:
@@ -103,7 +111,7 @@ class DefaultOrgServices:
             config = SmartClientConfig(
                 client_id=env.config.client_id,
                 redirect_uri=env.config.redirect_uri,
-                scopes=smart.patient_scopes if role == "patient" else smart.provider_scopes,
+                scopes=_scopes_for(smart, role),
                 use_post=smart.use_post,
                 epic_client_id_header=env.config.epic_client_id is not None,
                 allow_http=env.config.allow_http,

@@ -47,6 +47,7 @@ class SmartSettings(BaseModel):
     production_key_path: Path | None = None
     provider_scopes: tuple[str, ...] = ("launch", "openid", "fhirUser")
     patient_scopes: tuple[str, ...] = ("launch", "openid", "fhirUser", "patient/Appointment.rs")
+    approval_scopes: tuple[str, ...] = ("openid", "fhirUser")
     use_post: bool = False
 
 

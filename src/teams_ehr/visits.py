@@ -44,9 +44,9 @@ from teams_ehr.errors import (
 from teams_ehr.joinlinks import JoinLinkService
 from teams_ehr.orgs.models import EnvironmentName, Organization
 from teams_ehr.orgs.registry import OrganizationRegistry
-from teams_ehr.smart.authorize import PendingAuthorization, state_key
+from teams_ehr.smart.authorize import AuthorizationRedirect, PendingAuthorization, state_key
 from teams_ehr.smart.callback import extract_state
-from teams_ehr.smart.flows import AsyncSmartLaunchClient
+from teams_ehr.smart.flows import AsyncSmartLaunchClient, LaunchResult
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.smart.launch import admit_launch, launch_hash, parse_launch_request
 from teams_ehr.store.protocol import MeetingRow, Store
@@ -63,9 +63,16 @@ from teams_ehr.teams.signin import (
 )
 from teams_ehr.web import WebResponse, redirect
 
-__all__ = ["LaunchRole", "OrgServices", "VisitPolicy", "VisitService"]
+__all__ = [
+    "ApprovalSigninHook",
+    "LaunchRole",
+    "MeetingReadyHook",
+    "OrgServices",
+    "VisitPolicy",
+    "VisitService",
+]
 
-LaunchRole = Literal["provider", "consult", "patient"]
+LaunchRole = Literal["provider", "consult", "patient", "approval"]
 _log = get_logger(__name__)
 _SESSION_TTL = timedelta(minutes=10)
 
@@ -124,6 +131,10 @@ def _session_key(handle: str) -> str:
 
 
 MeetingReadyHook = Callable[[MeetingRow], Awaitable[None]]
+ApprovalSigninHook = Callable[
+    [Organization, EnvironmentName, LaunchResult, str], Awaitable[WebResponse]
+]
+"""Receives a completed approval sign-in (standalone SMART launch): org, env, result, session."""
 
 
 class VisitService:
@@ -142,6 +153,7 @@ class VisitService:
         policy: VisitPolicy | None = None,
         clock: Clock = utc_now,
         on_meeting_ready: MeetingReadyHook | None = None,
+        on_approval_signin: ApprovalSigninHook | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -154,6 +166,7 @@ class VisitService:
         self._clock = clock
         self._binder = IdentityBinder(store, clock)
         self._on_meeting_ready = on_meeting_ready
+        self.on_approval_signin = on_approval_signin
 
     def __repr__(self) -> str:
         return "<VisitService>"
@@ -195,6 +208,32 @@ class VisitService:
             session_id=session_id,
             approved=approved,
         )
+        return await self._authorize(org_id, environment, role, redirect_to, pending)
+
+    async def begin_standalone(
+        self, org_id: str, environment: EnvironmentName, *, session_id: str
+    ) -> WebResponse:
+        """A standalone SMART sign-in against the environment's configured base (SMART §1.4),
+        used to prove a FHIR base URL at approval (C1). Its callback goes to
+        ``on_approval_signin``; its tokens are never stored."""
+        org = await self._registry.get(org_id)
+        env = None if org is None else org.environment(environment)
+        if org is None or env is None:
+            raise UntrustedIssuerError("no such organization environment")
+        client = self._services.smart_client(org, environment, "approval")
+        redirect_to, pending = await client.start_launch(
+            env.config.fhir_base, org_id, launch=None, session_id=session_id, approved=None
+        )
+        return await self._authorize(org_id, environment, "approval", redirect_to, pending)
+
+    async def _authorize(
+        self,
+        org_id: str,
+        environment: EnvironmentName,
+        role: LaunchRole,
+        redirect_to: AuthorizationRedirect,
+        pending: PendingAuthorization,
+    ) -> WebResponse:
         envelope = _Pending(
             role=role,
             environment=environment,
@@ -206,7 +245,7 @@ class VisitService:
             payload=envelope.model_dump_json().encode("utf-8"),
             expires_at=pending.expires_at,
         )
-        _log.info("launch started (org %s, %s, %s)", org_id, environment, role)
+        _log.info("authorization started (org %s, %s, %s)", org_id, environment, role)
         if redirect_to.method == "POST":
             return WebResponse(200, redirect_to.html().encode("utf-8"), "text/html; charset=utf-8")
         return redirect(redirect_to.url, status=302)
@@ -217,6 +256,8 @@ class VisitService:
         """The SMART redirect URI: redeem, verify, then sign in, meeting, or join (C3, C4)."""
         taken = await self._store.take_pending(state_key(extract_state(params)), now=self._clock())
         envelope, pending = _open_pending(taken)
+        if envelope.role == "approval":
+            return await self._complete_approval(envelope, pending, params, session_id)
         org = await self._active_org(pending.org_id)
         client = self._services.smart_client(org, envelope.environment, envelope.role)
         result = await client.complete_launch(pending, params, session_id=session_id)
@@ -243,6 +284,20 @@ class VisitService:
         if link is None:
             return await self._begin_binding(org, session, session_id)
         return await self._enter_meeting(org, session, link.object_id)
+
+    async def _complete_approval(
+        self,
+        envelope: _Pending,
+        pending: PendingAuthorization,
+        params: Mapping[str, str],
+        session_id: str,
+    ) -> WebResponse:
+        org = await self._registry.get(pending.org_id)
+        if org is None or self.on_approval_signin is None:
+            raise StateInvalidError("no approval is waiting for this sign-in", reason="purpose")
+        client = self._services.smart_client(org, envelope.environment, "approval")
+        result = await client.complete_launch(pending, params, session_id=session_id)
+        return await self.on_approval_signin(org, envelope.environment, result, session_id)
 
     # -- the clinician's one-time Microsoft sign-in (B6) ---------------------------------------
 
