@@ -44,6 +44,7 @@ def test_a_good_epic_server_is_usable(ehr: FakeEhr, capsys: pytest.CaptureFixtur
     assert "PKCE S256       yes (S256)" in out
     assert "auth methods    private_key_jwt, client_secret_basic" in out
     assert "signing algs    RS384, ES384" in out
+    assert "iss parameter   yes" in out
     assert "[x] launch-ehr" in out
     assert "[x] client-confidential-asymmetric" in out
     assert (

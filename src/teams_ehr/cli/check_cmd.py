@@ -65,6 +65,7 @@ class CapabilityReport:
     code_challenge_methods: list[str] | None
     auth_methods: list[str]
     signing_algs: list[str] | None
+    iss_parameter: bool
     capabilities: dict[str, bool]
     epic: bool
     epic_signals: list[str]
@@ -158,6 +159,7 @@ def build_report(
         code_challenge_methods=None if methods is None else list(methods),
         auth_methods=auth,
         signing_algs=None if algs is None else list(algs),
+        iss_parameter=bool(config and config.authorization_response_iss_parameter_supported),
         capabilities=capabilities,
         epic=bool(signals),
         epic_signals=signals,
@@ -239,6 +241,7 @@ def render(report: CapabilityReport) -> str:
             "signing algs",
             "not advertised" if report.signing_algs is None else ", ".join(report.signing_algs),
         ),
+        ("iss parameter", _yes(report.iss_parameter) + " (RFC 9207 mix-up defense)"),
         (
             "Epic",
             f"{_yes(report.epic)}"

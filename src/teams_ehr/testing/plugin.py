@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from teams_ehr.testing.fake_graph import FakeGraph
     from teams_ehr.testing.sandbox import Sandbox
 
-__all__ = ["DOCS", "TeamsEhrOptions"]
+__all__ = ["DOCS", "TeamsEhrOptions", "pending_scripted_failures"]
 
 DOCS = "docs/testing.md"
 DEFAULT_TENANT_ID = "7c1a6b2e-3f4d-4e5a-9b8c-0d1e2f3a4b5c"  # = teams_ehr.testing.sandbox.TENANT_ID
@@ -124,7 +124,12 @@ def _clock(options: TeamsEhrOptions) -> Callable[[], datetime]:
 
 
 def pending_scripted_failures(fake: object) -> list[str]:
-    """Human-readable descriptions of the failures scripted on ``fake`` and never consumed."""
+    """Human-readable descriptions of the failures scripted on ``fake`` and never consumed.
+
+    Reads each fake's scripting queue (``fail_next``, ``lose_next_response``,
+    ``lose_response_next``, ``tamper_next_readback``); the fakes live in this package, so the
+    plugin may know their internals. Any other object has nothing pending.
+    """
     from teams_ehr.testing.fake_ehr import FakeEhr
     from teams_ehr.testing.fake_entra import FakeEntra
     from teams_ehr.testing.fake_fhir import FakeFhirServer
