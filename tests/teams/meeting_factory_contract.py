@@ -17,7 +17,12 @@ import pytest
 from graph_test_support import ORGANIZER, START, TOKEN_CANARY
 
 from leaks import assert_no_leak
-from teams_ehr.errors import GraphError, LobbyPolicyViolationError, TransportError
+from teams_ehr.errors import (
+    ConfigurationError,
+    GraphError,
+    LobbyPolicyViolationError,
+    TransportError,
+)
 from teams_ehr.teams.join_urls import clinician_join_url, patient_join_url
 from teams_ehr.teams.lobby import PRESETS, verify_readback
 from teams_ehr.teams.meetings import MEETING_SUBJECT, Meeting, MeetingFactory, MeetingRequest
@@ -234,6 +239,15 @@ async def test_cancel_deletes_and_asks_to_revoke(env: FactoryEnv) -> None:
     assert result.revoke_join_links
     assert meeting.meeting_id not in env.fake.meetings
     assert (await env.factory.cancel(**ref)).deleted is False
+
+
+@pytest.mark.anyio
+async def test_unsafe_custom_policy_never_reaches_graph(env: FactoryEnv) -> None:
+    unsafe = PRESETS["patient_visit"].model_copy(update={"name": "custom", "dial_in_bypass": True})
+    with pytest.raises(ConfigurationError) as caught:
+        await env.factory.ensure_meeting(request().model_copy(update={"policy": unsafe}))
+    assert caught.value.reason == "unsafe_lobby_policy"
+    assert env.fake.requests == []
 
 
 @pytest.mark.anyio

@@ -31,7 +31,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, mod
 from teams_ehr._redact import get_logger
 from teams_ehr.errors import ConfigurationError, GraphError, LobbyPolicyViolationError
 from teams_ehr.teams.graph_client import graph_time
-from teams_ehr.teams.lobby import LobbyPolicy, verify_readback
+from teams_ehr.teams.lobby import LobbyPolicy, validate_custom, verify_readback
 from teams_ehr.teams.models import OnlineMeeting
 
 __all__ = [
@@ -165,6 +165,7 @@ class GraphMeetingFactory:
         )
 
     async def _apply(self, request: MeetingRequest, *, reschedule: bool) -> Meeting:
+        validate_custom(request.policy)  # an unsafe custom policy never reaches Graph
         external_id = external_id_for(self._key, request.org_id, request.appointment_id)
         created = await self._graph.create_or_get_meeting(
             request.organizer_oid,
