@@ -5,20 +5,27 @@ the visit service and the HTTP client; :class:`DefaultOrgServices` builds each o
 client, Entra sign-in configuration and Graph meeting factory on demand and caches them by the
 organization's configuration hash, so an edited organization never reuses stale collaborators.
 Everything that talks HTTP uses the one injected :class:`httpx.AsyncClient`; tests and the demo
-inject a client whose transport routes to the fakes.
+inject a client whose transport routes to the fakes. With ``settings.attendance.enabled`` the
+runtime also assembles the attendance pipeline (:mod:`teams_ehr.attendance.runtime`, SPEC D1–D7)
+and, with ``workers``, runs its background loops until the runtime closes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+import anyio
 import httpx
 
 from teams_ehr._types import Clock, utc_now
+from teams_ehr.attendance.fhir_resources import FhirTarget
+from teams_ehr.attendance.notification_crypto import NotificationCertificate
+from teams_ehr.attendance.runtime import AttendanceRuntime
+from teams_ehr.attendance.visit_state import LaunchCapture, VisitKeyCapture
 from teams_ehr.config import SmartSettings, TeamsEhrSettings
 from teams_ehr.errors import ApprovalRequiredError, ConfigurationError
 from teams_ehr.joinlinks import JoinLinkService
@@ -31,7 +38,7 @@ from teams_ehr.smart.discovery import DiscoveryCache
 from teams_ehr.smart.flows import AsyncSmartLaunchClient
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.store.factory import open_store
-from teams_ehr.store.protocol import Store
+from teams_ehr.store.protocol import MeetingRow, Store
 from teams_ehr.teams.credentials import ClientCredentialsProvider
 from teams_ehr.teams.graph_client import GraphClient
 from teams_ehr.teams.join_urls import TEAMS_HOSTS
@@ -81,9 +88,11 @@ class DefaultOrgServices:
         jwks: JwksCache,
         discovery: DiscoveryCache,
         clock: Clock = utc_now,
+        launch_stash: Callable[[str, FhirTarget], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._http = http
+        self._launch_stash = launch_stash
         self._signers = signers
         self._jwks = jwks
         self._discovery = discovery
@@ -91,6 +100,7 @@ class DefaultOrgServices:
         self._external_id_key = settings.external_id_key_bytes()
         self._smart: dict[tuple[str, str, str, str], AsyncSmartLaunchClient] = {}
         self._factories: dict[str, MeetingFactory] = {}
+        self._graphs: dict[str, GraphClient] = {}
 
     def __repr__(self) -> str:
         return "<DefaultOrgServices>"
@@ -117,10 +127,17 @@ class DefaultOrgServices:
                 allow_http=env.config.allow_http,
             )
             auth = PrivateKeyJwt(env.config.client_id, signer)
-            client = AsyncSmartLaunchClient(
-                self._http, config, auth, jwks=self._jwks, discovery=self._discovery,
-                clock=self._clock,
-            )  # fmt: skip
+            options: dict[str, Any] = {
+                "jwks": self._jwks,
+                "discovery": self._discovery,
+                "clock": self._clock,
+            }
+            if self._launch_stash is not None and role != "patient":
+                client = LaunchCapture(
+                    self._http, config, auth, stash=self._launch_stash, **options
+                )
+            else:
+                client = AsyncSmartLaunchClient(self._http, config, auth, **options)
             self._smart[key] = client
         return client
 
@@ -134,12 +151,13 @@ class DefaultOrgServices:
             authority_host=microsoft.authority_host,
         )
 
-    def meeting_factory(self, org: Organization) -> MeetingFactory:
-        factory = self._factories.get(org.tenant_id)
-        if factory is None:
+    def graph_client(self, tenant_id: str) -> GraphClient:
+        """App-only Graph for one organization tenant."""
+        graph = self._graphs.get(tenant_id)
+        if graph is None:
             microsoft = self._settings.microsoft
             credentials = ClientCredentialsProvider(
-                org.tenant_id,
+                tenant_id,
                 microsoft.client_id,
                 http=self._http,
                 certificate=microsoft.certificate(),
@@ -150,7 +168,16 @@ class DefaultOrgServices:
             graph = GraphClient(
                 self._http, credentials, base_url=microsoft.graph_base_url, clock=self._clock
             )
+            self._graphs[tenant_id] = graph
+        return graph
+
+    def meeting_factory(self, org: Organization) -> MeetingFactory:
+        factory = self._factories.get(org.tenant_id)
+        if factory is None:
+            graph = self.graph_client(org.tenant_id)
             factory = GraphMeetingFactory(graph, external_id_key=self._external_id_key)
+            if self._launch_stash is not None:
+                factory = VisitKeyCapture(factory)
             self._factories[org.tenant_id] = factory
         return factory
 
@@ -167,8 +194,11 @@ class TeamsEhr:
         store: Store | None = None,
         clock: Clock = utc_now,
         on_meeting_ready: MeetingReadyHook | None = None,
+        notification_certificate: NotificationCertificate | None = None,
     ) -> None:
         self.settings = settings
+        self._certificate = notification_certificate
+        self.attendance: AttendanceRuntime | None = None
         self.clock = clock
         self._http = http
         self._signers = dict(signers) if signers is not None else load_signers(settings)
@@ -193,19 +223,42 @@ class TeamsEhr:
         self.registry = OrganizationRegistry(self.store, self.clock)
         self.jwks = JwksCache(clock=self.clock, allow_http=settings.allow_http)
         self.discovery = DiscoveryCache(clock=self.clock, allow_http=settings.allow_http)
+        enabled = settings.attendance.enabled
         self.services = DefaultOrgServices(
             settings, http=self._http, signers=self._signers, jwks=self.jwks,
             discovery=self.discovery, clock=self.clock,
+            launch_stash=self._stash_launch if enabled else None,
         )  # fmt: skip
+        if enabled:
+            self.attendance = AttendanceRuntime(
+                settings, store=self.store, registry=self.registry, http=self._http,
+                graph_for_tenant=self.services.graph_client, signers=self._signers,
+                clock=self.clock, certificate=self._certificate,
+            )  # fmt: skip
         self.joinlinks = JoinLinkService(self.store, self.store, clock=self.clock)
         hosts = TEAMS_HOSTS | settings.microsoft.extra_join_hosts
         self.visits = VisitService(
             store=self.store, registry=self.registry, services=self.services, http=self._http,
             external_id_key=settings.external_id_key_bytes(), joinlinks=self.joinlinks,
             jwks=self.jwks, policy=VisitPolicy(allowed_join_hosts=hosts), clock=self.clock,
-            on_meeting_ready=self._on_meeting_ready,
+            on_meeting_ready=self._meeting_ready,
         )  # fmt: skip
+        if self.attendance is not None and settings.attendance.workers:
+            group = await stack.enter_async_context(anyio.create_task_group())
+            stop = anyio.Event()
+            stack.callback(stop.set)
+            group.start_soon(self.attendance.run, stop)
         return self
+
+    async def _stash_launch(self, session_id: str, target: FhirTarget) -> None:
+        if self.attendance is not None:
+            await self.attendance.stash_launch_target(session_id, target)
+
+    async def _meeting_ready(self, row: MeetingRow) -> None:
+        if self._on_meeting_ready is not None:
+            await self._on_meeting_ready(row)
+        if self.attendance is not None:
+            await self.attendance.on_meeting_ready(row)
 
     async def __aexit__(
         self,

@@ -4,6 +4,8 @@
 store and are managed by admins): where the app is reachable, the store, our SMART signing keys
 per environment, and the Microsoft app registration. :func:`load_settings` reads one TOML file
 and/or ``TEAMS_EHR__SECTION__KEY`` environment variables; nothing else reads the environment.
+:class:`AttendanceSettings` configures the attendance pipeline (SPEC D1–D7); its defaults keep
+a single development instance (and the sandbox) working without any file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import binascii
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from teams_ehr.errors import ConfigurationError
 
-__all__ = ["MicrosoftSettings", "SmartSettings", "TeamsEhrSettings", "load_settings"]
+__all__ = [
+    "AttendanceSettings",
+    "MicrosoftSettings",
+    "SmartSettings",
+    "TeamsEhrSettings",
+    "load_settings",
+]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -70,6 +79,47 @@ class MicrosoftSettings(BaseModel):
         return self.private_key_path.read_bytes(), self.certificate_path.read_bytes()
 
 
+class AttendanceSettings(BaseModel):
+    """The attendance pipeline (SPEC D1–D7). Without certificate paths a notification
+    certificate is generated at start: fine for one development instance, but every instance
+    (and every restart) must share one certificate in production. Without ``participant_key``
+    the participant-key secret is derived from ``external_id_key``."""
+
+    model_config = _FROZEN
+
+    enabled: bool = True
+    workers: bool = True  # run the inbox, outbox and maintenance loops in this process
+    certificate_path: Path | None = None
+    certificate_key_path: Path | None = None
+    participant_key: SecretStr | None = None
+    backend_scopes: tuple[str, ...] = (
+        "system/DocumentReference.c",
+        "system/DocumentReference.rs",
+        "system/AuditEvent.c",
+        "system/AuditEvent.rs",
+        "system/Encounter.rs",
+        "system/Encounter.u",
+    )
+    decrypt_before_ack: bool = True
+    renewal_interval: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
+    poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    reconcile_delay: timedelta = timedelta(minutes=15)  # security.md §3.3: meeting end + 15 min
+    outbox_max_age: timedelta = timedelta(hours=72)
+    roster_heartbeat: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
+    roster_grant_margin: timedelta = timedelta(hours=2)
+
+    def certificate_files(self) -> tuple[bytes, bytes] | None:
+        """``(certificate PEM, private key PEM)``, or ``None`` to generate one at start."""
+        if self.certificate_path is None and self.certificate_key_path is None:
+            return None
+        if self.certificate_path is None or self.certificate_key_path is None:
+            raise ConfigurationError("set both attendance certificate paths", reason="bad_key")
+        try:
+            return self.certificate_path.read_bytes(), self.certificate_key_path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read certificate: {exc.strerror}") from None
+
+
 class TeamsEhrSettings(BaseModel):
     """Everything a host configures once; organizations are managed at run time."""
 
@@ -81,6 +131,7 @@ class TeamsEhrSettings(BaseModel):
     external_id_key: SecretStr
     smart: SmartSettings = SmartSettings()
     microsoft: MicrosoftSettings
+    attendance: AttendanceSettings = AttendanceSettings()
     allow_http: bool = False  # loopback development and tests only
 
     @field_validator("app_base_url")

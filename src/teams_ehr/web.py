@@ -3,17 +3,27 @@
 Every response of a launch, callback or join carries ``Referrer-Policy: no-referrer`` and
 ``Cache-Control: no-store`` so codes, states and join links never leak through the Referer header
 or a shared cache. Error bodies are generic: the ``reason`` goes to logs and metrics, never to the
-browser (it could tell an attacker which check failed).
+browser (it could tell an attacker which check failed). :class:`WebStream` is a streamed body
+(the live roster's Server-Sent Events, WHATWG HTML §9.2) that adapters forward chunk by chunk.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from teams_ehr.errors import SecurityError, TeamsEhrError
 
-__all__ = ["SECURITY_HEADERS", "WebResponse", "error_response", "html_page", "redirect"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "SSE_HEADERS",
+    "WebResponse",
+    "WebStream",
+    "error_response",
+    "html_page",
+    "redirect",
+]
 
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Referrer-Policy", "no-referrer"),
@@ -42,6 +52,26 @@ class WebResponse:
 
     def __repr__(self) -> str:  # the Location may be a join link: never show it
         return f"<WebResponse status={self.status} media_type={self.media_type!r}>"
+
+
+SSE_HEADERS: tuple[tuple[str, str], ...] = (
+    *SECURITY_HEADERS,
+    ("X-Accel-Buffering", "no"),  # proxies must not buffer an event stream
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebStream:
+    """A streamed response: ``chunks`` are written as they come; the adapter closes the
+    iterator (``aclose``) when the client goes away."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+    media_type: str = "text/event-stream; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = field(default=SSE_HEADERS)
+
+    def __repr__(self) -> str:
+        return f"<WebStream status={self.status} media_type={self.media_type!r}>"
 
 
 def redirect(location: str, *, status: int = 303) -> WebResponse:

@@ -8,12 +8,15 @@ portal (an event loop in a background thread), never ``anyio.run`` per request: 
     bridge.init_app(app)          # starts the portal, opens the runtime, registers routes
     ...
     bridge.close()                # at shutdown
+
+A :class:`~teams_ehr.web.WebStream` (the live roster) is streamed by pulling the async iterator
+through the same portal, one chunk per call; closing the response closes the iterator.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -21,6 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from flask import Blueprint, Flask, Response, request
 
 from teams_ehr.app import TeamsEhr
+from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.integrations.routes import (
     ROUTES,
     SESSION_MAX_AGE,
@@ -30,6 +34,7 @@ from teams_ehr.integrations.routes import (
     handle,
     session_cookie_name,
 )
+from teams_ehr.web import WebStream
 
 __all__ = ["FlaskTeamsEhr"]
 
@@ -75,17 +80,32 @@ class FlaskTeamsEhr:
             secure = request.scheme == "https"
             cookie = session_cookie_name(secure=secure)
             session_id, fresh = browser_session(request.cookies.get(cookie))
-            source = request.form if request.method == "POST" else request.args
+            body = b""
+            if spec.raw_body:
+                body, fresh = request.stream.read(MAX_BODY_BYTES + 1), False
+                params: dict[str, str] = {}
+            else:
+                source = request.form if request.method == "POST" else request.args
+                params = dict(source.items())
             incoming = IncomingRequest(
                 route=spec.name,
                 path_params=path_params,
-                params=dict(source.items()),
+                params=params,
                 session_id=session_id,
                 client_key=request.remote_addr or "unknown",
                 headers=dict(request.headers),
+                query=dict(request.args.items()),
+                body=body,
             )
             result = self.call(handle, self.runtime, incoming)
-            response = Response(result.body, status=result.status, content_type=result.media_type)
+            if isinstance(result, WebStream):
+                response = Response(
+                    self._pull(result.chunks), status=result.status, content_type=result.media_type
+                )
+            else:
+                response = Response(
+                    result.body, status=result.status, content_type=result.media_type
+                )
             for name, value in result.headers:
                 response.headers[name] = value
             if fresh:
@@ -96,6 +116,20 @@ class FlaskTeamsEhr:
             return response
 
         return view
+
+    def _pull(self, chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
+        """A sync generator over ``chunks``; closing it (client gone) closes the iterator."""
+        portal = self.portal
+        try:
+            while True:
+                try:
+                    yield portal.call(chunks.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                portal.call(close)
 
     def close(self) -> None:
         """Close the runtime and stop the portal's event loop."""

@@ -6,7 +6,8 @@ mapping and session rules live here and below, once.
 
 The browser session is an opaque random cookie (``__Host-`` prefixed on https): it binds
 ``state`` to the browser (SMART app-launch: state "tied to the user's current session") and
-carries nothing else.
+carries nothing else. Graph's webhook routes read the raw body and the query (the validation
+handshake sends ``validationToken`` in the query of a POST); the roster route streams.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from typing import Literal
 
 from teams_ehr._redact import get_logger
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
-from teams_ehr.errors import LaunchParameterError, TeamsEhrError
+from teams_ehr.attendance.handshake import HandshakeKind
+from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
+from teams_ehr.attendance.visit_state import visit_request_scope
+from teams_ehr.errors import LaunchParameterError, TeamsEhrError, VisitNotReadyError
 from teams_ehr.orgs.models import EnvironmentName
-from teams_ehr.web import WebResponse, error_response
+from teams_ehr.web import WebResponse, WebStream, error_response
 
 __all__ = [
     "ROUTES",
@@ -47,12 +51,14 @@ class IncomingRequest:
     session_id: str
     client_key: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
     def __repr__(self) -> str:
         return f"<IncomingRequest route={self.route!r}>"
 
 
-Handler = Callable[[TeamsEhr, IncomingRequest], Awaitable[WebResponse]]
+Handler = Callable[[TeamsEhr, IncomingRequest], Awaitable[WebResponse | WebStream]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,7 @@ class RouteSpec:
     path: str  # Starlette/Flask-compatible placeholders: {name}
     methods: tuple[Literal["GET", "POST"], ...]
     handler: Handler
+    raw_body: bool = False  # the adapter passes the body bytes and the query, parses no form
 
 
 def _environment(request: IncomingRequest) -> EnvironmentName:
@@ -103,6 +110,30 @@ async def _jwks(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
     return WebResponse(200, body, "application/jwk-set+json", headers)
 
 
+async def _graph(app: TeamsEhr, request: IncomingRequest, kind: HandshakeKind) -> WebResponse:
+    if app.attendance is None:
+        return WebResponse(404, b"not found")
+    result = await app.attendance.webhook(kind, request.query, request.body)
+    return WebResponse(result.status, result.body, result.content_type, result.headers)
+
+
+async def _graph_notifications(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await _graph(app, request, "notification")
+
+
+async def _graph_lifecycle(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await _graph(app, request, "lifecycle")
+
+
+async def _roster(app: TeamsEhr, request: IncomingRequest) -> WebStream:
+    if app.attendance is None:
+        raise VisitNotReadyError("attendance is not enabled")
+    chunks = await app.attendance.roster(
+        request.path_params["org_id"], request.path_params["external_id"], request.session_id
+    )
+    return WebStream(chunks)
+
+
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
@@ -114,15 +145,21 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
     RouteSpec("join", "/j/{token}", ("GET",), _join),
     RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),
+    RouteSpec(
+        "graph_notifications", NOTIFICATIONS_PATH, ("GET", "POST"), _graph_notifications, True
+    ),
+    RouteSpec("graph_lifecycle", LIFECYCLE_PATH, ("GET", "POST"), _graph_lifecycle, True),
+    RouteSpec("roster", "/visits/{org_id}/{external_id}/roster", ("GET",), _roster),
 )
 _BY_NAME = {route.name: route for route in ROUTES}
 
 
-async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebStream:
     """Run the route; a :class:`TeamsEhrError` becomes its generic error page (never its text)."""
     route = _BY_NAME[request.route]
     try:
-        return await route.handler(app, request)
+        with visit_request_scope(request.session_id):
+            return await route.handler(app, request)
     except TeamsEhrError as exc:
         _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason)
         return error_response(exc)

@@ -7,7 +7,8 @@
     app.router.routes.extend(teams_ehr_routes(runtime))
 
 Only translation happens here: request → :class:`IncomingRequest`, :class:`WebResponse` →
-``Response``, plus the session cookie.
+``Response`` (:class:`WebStream` → ``StreamingResponse``, which stops the stream when the client
+disconnects), plus the session cookie (not on Graph's webhook routes).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from teams_ehr.app import TeamsEhr
+from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.integrations.routes import (
     ROUTES,
     SESSION_MAX_AGE,
@@ -30,7 +32,7 @@ from teams_ehr.integrations.routes import (
     handle,
     session_cookie_name,
 )
-from teams_ehr.web import WebResponse
+from teams_ehr.web import WebResponse, WebStream
 
 __all__ = ["teams_ehr_lifespan", "teams_ehr_routes"]
 
@@ -48,6 +50,18 @@ def teams_ehr_lifespan(
     return lifespan
 
 
+async def _capped_body(request: Request) -> bytes:
+    """At most one byte more than the webhook accepts (it answers 413 past the limit)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            break
+    return b"".join(chunks)[: MAX_BODY_BYTES + 1]
+
+
 def _client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -57,7 +71,11 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
         secure = request.url.scheme == "https"
         cookie = session_cookie_name(secure=secure)
         session_id, fresh = browser_session(request.cookies.get(cookie))
-        if request.method == "POST":
+        body = b""
+        if spec.raw_body:
+            body, fresh = await _capped_body(request), False
+            params: dict[str, str] = {}
+        elif request.method == "POST":
             form = await request.form()
             params = {k: v for k, v in form.items() if isinstance(v, str)}
         else:
@@ -69,6 +87,8 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
             session_id=session_id,
             client_key=_client_key(request),
             headers=dict(request.headers),
+            query=dict(request.query_params),
+            body=body,
         )
         response = _to_starlette(await handle(runtime, incoming))
         if fresh:
@@ -81,8 +101,14 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
     return endpoint
 
 
-def _to_starlette(result: WebResponse) -> Response:
-    response = Response(result.body, status_code=result.status, media_type=result.media_type)
+def _to_starlette(result: WebResponse | WebStream) -> Response:
+    response: Response
+    if isinstance(result, WebStream):
+        response = StreamingResponse(
+            result.chunks, status_code=result.status, media_type=result.media_type
+        )
+    else:
+        response = Response(result.body, status_code=result.status, media_type=result.media_type)
     for name, value in result.headers:
         response.headers[name] = value
     return response

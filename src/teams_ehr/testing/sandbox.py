@@ -9,6 +9,12 @@ The demo, the example apps' tests, the benchmarks and integrators' tests use it 
 
 Every HTTP request of the app goes through :meth:`Sandbox.transport`, which routes by host to
 the fake that owns it and refuses anything else, so nothing can leave the machine.
+
+Attendance (SPEC D1–D3): FakeGraph performs the subscription validation handshake and
+:attr:`Sandbox.notifier` (a :class:`~teams_ehr.testing.graph_notifier.GraphNotifier`) posts the
+room's roster changes as encrypted rich notifications, both through one webhook client. By
+default :meth:`Sandbox.app` points it at the app's framework-free route table; a host test calls
+:meth:`Sandbox.connect_webhooks` with a client for its own ASGI/WSGI app instead.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from pydantic import SecretStr
 from teams_ehr._http import run_async
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
-from teams_ehr.config import MicrosoftSettings, SmartSettings, TeamsEhrSettings
+from teams_ehr.config import (
+    AttendanceSettings,
+    MicrosoftSettings,
+    SmartSettings,
+    TeamsEhrSettings,
+)
 from teams_ehr.keys import LocalSigner, Signer
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import Environment, EnvironmentConfig, Organization, config_hash
@@ -33,6 +44,7 @@ from teams_ehr.testing.fake_ehr import FakeEhr
 from teams_ehr.testing.fake_entra import FakeEntra
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 from teams_ehr.testing.fake_graph import FakeGraph
+from teams_ehr.testing.graph_notifier import GraphNotifier
 
 __all__ = ["Sandbox", "SandboxRoutingError"]
 
@@ -66,10 +78,13 @@ class Sandbox:
         store_url: str = "sqlite://:memory:",
         graph_base_url: str = "https://graph.microsoft.com",
         signer: Signer | None = None,
+        attendance: AttendanceSettings | None = None,
     ) -> None:
         self.clock = clock
         self.app_base_url = app_base_url.rstrip("/")
-        self.fhir = FakeFhirServer(ehr_base, clock=clock, token_check=self._fhir_token_ok)
+        self.fhir = FakeFhirServer(
+            ehr_base, clock=clock, token_check=self._fhir_token_ok, validate=True
+        )
         self.ehr = FakeEhr(ehr_base, clock=clock, fhir_handler=self.fhir.handler)
         self.entra = FakeEntra(TENANT_ID, clock=clock)
         self.graph = FakeGraph(
@@ -89,7 +104,13 @@ class Sandbox:
                 authority_host=self.entra.authority_host,
                 graph_base_url=graph_base_url,
             ),
+            attendance=attendance or AttendanceSettings(),
         )
+        self.notifier = GraphNotifier(
+            self.graph, self.entra, app_id=MICROSOFT_CLIENT_ID, webhook_client=self._post_webhook
+        )
+        self._webhook_client: httpx.AsyncClient | None = None
+        self._webhook_host = False
         self.redirect_uri = self.app_base_url + "/callback"
         self.ehr.register_client(
             SMART_CLIENT_ID,
@@ -136,9 +157,30 @@ class Sandbox:
         return httpx.AsyncClient(transport=self.transport())
 
     def app(self, **kwargs: Any) -> TeamsEhr:
-        """A :class:`TeamsEhr` on these settings whose HTTP goes to the fakes."""
+        """A :class:`TeamsEhr` on these settings whose HTTP goes to the fakes; Graph's webhooks
+        reach it through its route table unless :meth:`connect_webhooks` names a host."""
         kwargs.setdefault("http", self.http_client())
-        return TeamsEhr(self.settings, signers={"test": self.signer}, clock=self.clock, **kwargs)
+        app = TeamsEhr(self.settings, signers={"test": self.signer}, clock=self.clock, **kwargs)
+        if not self._webhook_host:  # the newest app serves the webhooks (restarts in tests)
+            self._connect(httpx.AsyncClient(transport=_RouteTableTransport(app)))
+        return app
+
+    def connect_webhooks(self, client: httpx.AsyncClient) -> None:
+        """Send FakeGraph's handshakes and the notifier's POSTs through ``client`` (whose
+        transport serves the app, e.g. ``httpx.ASGITransport(app=host)``)."""
+        self._webhook_host = True
+        self._connect(client)
+
+    def _connect(self, client: httpx.AsyncClient) -> None:
+        self._webhook_client = client
+        self.graph.subscriptions.webhook_client = client
+
+    async def _post_webhook(self, url: str, body: bytes) -> int:
+        if self._webhook_client is None:
+            raise SandboxRoutingError("no webhook client connected")
+        headers = {"Content-Type": "application/json"}
+        response = await self._webhook_client.post(url, content=body, headers=headers)
+        return response.status_code
 
     # -- seeding --------------------------------------------------------------------------------
 
@@ -152,7 +194,12 @@ class Sandbox:
         )
 
     async def seed_organization(
-        self, app: TeamsEhr, *, org_id: str = "sandbox-clinic", approve: bool = True
+        self,
+        app: TeamsEhr,
+        *,
+        org_id: str = "sandbox-clinic",
+        approve: bool = True,
+        writer: str = "epic_clinical_note",
     ) -> Organization:
         """Create the organization with a test environment on FakeEhr; approve it (as the
         designated approver, with a real discovery snapshot) unless ``approve=False``."""
@@ -161,7 +208,7 @@ class Sandbox:
             display_name="Sandbox Clinic",
             tenant_id=TENANT_ID,
             approver_oid=APPROVER_OID,
-            test=Environment(config=self.environment_config()),
+            test=Environment(config=self._with_writer(self.environment_config(), writer)),
         )
         org = await app.registry.create(org, actor=APPROVER_OID)
         if not approve:
@@ -182,6 +229,12 @@ class Sandbox:
             config_hash=config_hash(org, "test"),
         )
 
+    @staticmethod
+    def _with_writer(config: EnvironmentConfig, writer: str) -> EnvironmentConfig:
+        if writer == config.writer:
+            return config
+        return EnvironmentConfig.model_validate({**config.model_dump(), "writer": writer})
+
     def seed_appointment(
         self, appointment_id: str, *, start: datetime | None = None, minutes: int = 30
     ) -> tuple[datetime, datetime]:
@@ -200,8 +253,39 @@ class Sandbox:
         )
         return begin, end
 
-    def provider_launch(self, appointment_id: str, *, user: str = PRACTITIONER) -> str:
+    def provider_launch(
+        self, appointment_id: str, *, user: str = PRACTITIONER, encounter: str = "encounter-1"
+    ) -> str:
         """The EHR's *Begin virtual visit*: a ``launch`` value for this appointment."""
         return self.ehr.issue_launch(
-            appointment=appointment_id, user=user, location="dept-1", login_department="dept-1"
-        )
+            appointment=appointment_id, encounter=encounter, user=user, location="dept-1",
+            login_department="dept-1",
+        )  # fmt: skip
+
+
+class _RouteTableTransport(httpx.AsyncBaseTransport):
+    """Serves requests with the app's framework-free route table (no web framework)."""
+
+    def __init__(self, app: TeamsEhr) -> None:
+        self._app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        from teams_ehr.integrations.routes import IncomingRequest, handle
+        from teams_ehr.web import WebStream
+
+        names = {
+            "/graph/notifications": "graph_notifications",
+            "/graph/lifecycle": "graph_lifecycle",
+        }
+        route = names.get(request.url.path)
+        if route is None:
+            return httpx.Response(404)
+        incoming = IncomingRequest(
+            route=route, path_params={}, params={}, session_id="graph", client_key="graph",
+            query=dict(request.url.params), body=await request.aread(),
+        )  # fmt: skip
+        result = await handle(self._app, incoming)
+        if isinstance(result, WebStream):  # pragma: no cover - webhook routes never stream
+            return httpx.Response(500)
+        headers = [("Content-Type", result.media_type), *result.headers]
+        return httpx.Response(result.status, content=result.body, headers=headers)

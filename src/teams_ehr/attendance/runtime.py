@@ -1,0 +1,425 @@
+"""The assembled attendance pipeline a :class:`~teams_ehr.app.TeamsEhr` runs (SPEC D1–D7, C6).
+
+Meeting ready (:meth:`AttendanceRuntime.on_meeting_ready`) → the visit's FHIR target is kept, the
+clinician's browser session gets a roster grant (D3) and, once per meeting, the tenant's
+:class:`~.subscriptions.SubscriptionManager` subscribes (Graph runs the validation handshake
+against our route). Webhook (:meth:`~AttendanceRuntime.webhook`) → durable inbox (D1) →
+:class:`~.inbox_processor.InboxProcessor` → facts, roster bus, :class:`~.reconcile.OutboxSink` →
+:class:`~.outbox.OutboxWorker` with the organization's writer (``EnvironmentConfig.writer``) and
+backend-services token (D4, D5). Maintenance renews subscriptions at ⅔ of their lifetime and,
+``reconcile_delay`` after ``call_ended`` (or after the scheduled end if the end was never
+notified), reconciles with the attendance report, enqueues the visit note and retires the
+subscription (D6). Per-visit state lives in the shared store (C6): the target in the encrypted
+pending table, grants and "subscribed" marks as hashed nonces. Launch facts reach the hook through
+context variables (:func:`visit_request_scope`, :class:`LaunchCapture`, :class:`VisitKeyCapture`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import anyio
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from teams_ehr._redact import get_logger
+from teams_ehr._types import Clock, utc_now
+from teams_ehr.attendance.epic_telehealth import EpicTelehealthStatusWriter
+from teams_ehr.attendance.fhir_resources import FhirTarget
+from teams_ehr.attendance.handshake import HandshakeKind, SharedHandshakes, handle_validation
+from teams_ehr.attendance.inbox_processor import InboxProcessor
+from teams_ehr.attendance.notification_crypto import NotificationCertificate
+from teams_ehr.attendance.notifications import LifecycleEnvelope, ParticipantKeyer
+from teams_ehr.attendance.outbox import (
+    BackendTokenProvider,
+    DeadLetter,
+    OrgRoute,
+    OutboxWorker,
+    enqueue_visit_note,
+)
+from teams_ehr.attendance.reconcile import GraphAttendanceReportSource, OutboxSink, reconcile_visit
+from teams_ehr.attendance.roster import stream
+from teams_ehr.attendance.subscriptions import SubscriptionManager
+from teams_ehr.attendance.validation_tokens import GraphValidationTokenVerifier
+from teams_ehr.attendance.visit_state import VisitState, current_launch
+from teams_ehr.attendance.webhook import WebhookResult, WebhookSecurity, handle_notifications
+from teams_ehr.attendance.writer import (
+    AttendanceWriter,
+    AuditEventWriter,
+    EncounterParticipantWriter,
+    EpicClinicalNoteWriter,
+    WriterStrategy,
+)
+from teams_ehr.config import TeamsEhrSettings
+from teams_ehr.errors import ConfigurationError, CrossTenantDeniedError, TeamsEhrError
+from teams_ehr.keys import Signer
+from teams_ehr.orgs.models import EnvironmentName, Organization, config_hash
+from teams_ehr.orgs.registry import OrganizationRegistry
+from teams_ehr.smart.client_auth import PrivateKeyJwt
+from teams_ehr.smart.jwks import JwksCache
+from teams_ehr.smart.tokens import BackendServicesTokenSource
+from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow, Store, SubscriptionRow
+from teams_ehr.teams.graph_client import GraphClient
+
+__all__ = [
+    "LIFECYCLE_PATH",
+    "NOTIFICATIONS_PATH",
+    "AttendanceRuntime",
+    "load_certificate",
+]
+
+_log = get_logger(__name__)
+NOTIFICATIONS_PATH = "/graph/notifications"
+LIFECYCLE_PATH = "/graph/lifecycle"
+
+
+def load_certificate(settings: TeamsEhrSettings, clock: Clock) -> NotificationCertificate:
+    """The configured notification certificate, or a fresh one (one development instance)."""
+    files = settings.attendance.certificate_files()
+    if files is None:
+        _log.warning("attendance: generated a notification certificate (development only)")
+        return NotificationCertificate.generate(clock())
+    key = load_pem_private_key(files[1], password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigurationError("the notification key must be RSA", reason="bad_key")
+    return NotificationCertificate.from_certificate(files[0], key)
+
+
+def _participant_secret(settings: TeamsEhrSettings) -> bytes:
+    from teams_ehr.config import decode_key
+
+    configured = settings.attendance.participant_key
+    if configured is not None:
+        return decode_key(configured, name="participant_key")
+    material = b"teams-ehr/participant-key"
+    return hmac.new(settings.external_id_key_bytes(), material, hashlib.sha256).digest()
+
+
+def _active_environment(org: Organization) -> EnvironmentName | None:
+    if org.production is not None and org.production.state == "active":
+        return "production"
+    return "test" if org.test is not None and org.test.state == "active" else None
+
+
+class AttendanceRuntime:
+    """Everything attendance needs at run time, for one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: TeamsEhrSettings,
+        *,
+        store: Store,
+        registry: OrganizationRegistry,
+        http: httpx.AsyncClient,
+        graph_for_tenant: Callable[[str], GraphClient],
+        signers: Mapping[EnvironmentName, Signer],
+        clock: Clock = utc_now,
+        certificate: NotificationCertificate | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._config = settings.attendance
+        self._store = store
+        self._registry = registry
+        self._http = http
+        self._graph_for_tenant = graph_for_tenant
+        self._signers = signers
+        self._clock = clock
+        self.certificate = certificate or load_certificate(settings, clock)
+        self.keyer = ParticipantKeyer(_participant_secret(settings))
+        self.worker_id = worker_id or f"{socket.gethostname()[:32]}-{secrets.token_hex(4)}"
+        self.handshakes = SharedHandshakes(store)
+        self.visits = VisitState(store, clock)
+        microsoft = settings.microsoft
+        authority = microsoft.authority_host.rstrip("/")
+        self.security = WebhookSecurity(
+            token_verifier=GraphValidationTokenVerifier(
+                app_id=microsoft.client_id,
+                jwks=JwksCache(clock=clock, allow_http=settings.allow_http),
+                client=http,
+                jwks_uri=f"{authority}/common/discovery/v2.0/keys",
+                authority_host=authority,
+            ),
+            decryption_keys=self.certificate.keys(),
+            org_tenant=self._org_tenant,
+            keyer=self.keyer,
+            decrypt_before_ack=self._config.decrypt_before_ack,
+        )
+        self.writers: dict[WriterStrategy, AttendanceWriter] = {
+            WriterStrategy.EPIC_CLINICAL_NOTE: EpicClinicalNoteWriter(clock=clock),
+            WriterStrategy.AUDIT_EVENT: AuditEventWriter(clock=clock),
+            WriterStrategy.ENCOUNTER_PARTICIPANT: EncounterParticipantWriter(clock=clock),
+            WriterStrategy.EPIC_TELEHEALTH_STATUS: EpicTelehealthStatusWriter(clock=clock),
+        }
+        self._managers: dict[str, SubscriptionManager] = {}
+        self._tokens: dict[tuple[str, str], BackendServicesTokenSource] = {}
+        self.processor = InboxProcessor(
+            inbox=store, facts=store, meetings=store, bus=store, keyer=self.keyer,
+            worker=self.worker_id, sink=OutboxSink(
+                store, writers_for_org=self._writers_for_org, target_for_visit=self.visits.target_for,
+                facts=store, clock=clock,
+            ),
+            lifecycle=self._lifecycle, clock=clock, security=self.security,
+        )  # fmt: skip
+        self.outbox = OutboxWorker(
+            store, self._route, BackendTokenProvider(self._token_source, http), http,
+            worker_id=self.worker_id, clock=clock, max_age=self._config.outbox_max_age,
+            on_dead_letter=self._dead_letter,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return "<AttendanceRuntime>"
+
+    # -- organizations --------------------------------------------------------------------------
+
+    async def _org(self, org_id: str) -> Organization:
+        org = await self._registry.get(org_id)
+        if org is None:
+            raise ConfigurationError("the organization is not active", reason="org_inactive")
+        return org
+
+    async def _org_tenant(self, org_id: str) -> str | None:
+        org = await self._registry.get(org_id)
+        return None if org is None else org.tenant_id
+
+    async def _environment(self, org_id: str) -> tuple[Organization, EnvironmentName]:
+        org = await self._org(org_id)
+        name = _active_environment(org)
+        if name is None:
+            raise ConfigurationError("the organization has no active environment", reason="org_inactive")  # fmt: skip
+        return org, name
+
+    async def _writers_for_org(self, org_id: str) -> Sequence[AttendanceWriter]:
+        org, name = await self._environment(org_id)
+        env = org.environment(name)
+        strategy = env.config.writer if env is not None else ""
+        try:
+            return [self.writers[WriterStrategy(strategy)]]
+        except ValueError:
+            raise ConfigurationError("unknown attendance writer", reason="bad_writer") from None
+
+    async def _route(self, org_id: str, strategy: WriterStrategy) -> OrgRoute:
+        org, name = await self._environment(org_id)
+        env = org.environment(name)
+        if env is None:  # pragma: no cover - _environment returned an active one
+            raise ConfigurationError("no environment", reason="org_inactive")
+        return OrgRoute(self.writers[strategy], env.config.fhir_base)
+
+    async def _token_source(self, org_id: str) -> BackendServicesTokenSource:
+        org, name = await self._environment(org_id)
+        key = (org_id, config_hash(org, name))
+        source = self._tokens.get(key)
+        if source is None:
+            env = org.environment(name)
+            snapshot = await self._registry.approved_snapshot(org_id, name)
+            signer = self._signers.get(name)
+            if env is None or snapshot is None or signer is None:
+                raise ConfigurationError("no backend-services client", reason="no_backend_client")
+            auth = PrivateKeyJwt(env.config.client_id, signer)
+            source = BackendServicesTokenSource(
+                snapshot.token_endpoint, auth, self._config.backend_scopes, clock=self._clock
+            )
+            self._tokens[key] = source
+        return source
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        _log.error(
+            "attendance rows dead-lettered (org %s, %s, %d rows)",
+            letter.org_id, letter.reason, len(letter.item_ids),
+            extra={"alert": "attendance_dead_letter"},
+        )  # fmt: skip
+
+    def manager(self, tenant_id: str) -> SubscriptionManager:
+        """The subscription manager of one organization tenant (app-only Graph per tenant)."""
+        manager = self._managers.get(tenant_id)
+        if manager is None:
+            base = self._settings.app_base_url
+            manager = SubscriptionManager(
+                self._graph_for_tenant(tenant_id), self._store, self.handshakes,
+                notification_url=base + NOTIFICATIONS_PATH, lifecycle_url=base + LIFECYCLE_PATH,
+                certificate=self.certificate, meetings=self._store, clock=self._clock,
+                reconcile=self._reconcile_now,
+            )  # fmt: skip
+            self._managers[tenant_id] = manager
+        return manager
+
+    async def stash_launch_target(self, session_id: str, target: FhirTarget) -> None:
+        await self.visits.stash_launch_target(session_id, target)
+
+    async def on_meeting_ready(self, row: MeetingRow) -> None:
+        """Target, roster grant and (once per meeting) the call-event subscription; a failure
+        is an alert, never a failed visit (reconciliation still fills attendance in)."""
+        try:
+            session, target, key = current_launch()
+            if target is None and session is not None:
+                target = await self.visits.launch_target(session)
+            if target is None:
+                encounter = key if key is not None and key.startswith("Encounter/") else None
+                target = FhirTarget(encounter=encounter)
+            await self.visits.remember_target(row, target)
+            if session is not None:
+                await self.visits.grant_roster(session, row, self._config.roster_grant_margin)
+            if row.state == "active" and not await self.visits.is_subscribed(row):
+                org = await self._org(row.org_id)
+                await self.manager(org.tenant_id).subscribe(row)
+                await self.visits.mark_subscribed(row)
+        except TeamsEhrError as exc:
+            _log.error(
+                "attendance setup failed (%s)", exc.reason, extra={"alert": "attendance_setup"}
+            )
+
+    # -- HTTP entry points ------------------------------------------------------------------------
+
+    async def webhook(
+        self, kind: HandshakeKind, query: Mapping[str, str], body: bytes
+    ) -> WebhookResult:
+        """A POST (or GET) on a Graph webhook route: the handshake, or notifications."""
+        now = self._clock()
+        if "validationToken" in query:
+            return await handle_validation(query, handshakes=self.handshakes, kind=kind, now=now)
+        return await handle_notifications(
+            body, security=self.security, inbox=self._store, subscriptions=self._store, now=now
+        )
+
+    async def roster(self, org_id: str, external_id: str, session_id: str) -> AsyncIterator[bytes]:
+        """The visit's SSE roster for the clinician whose browser session was granted it."""
+        meeting = await self._store.get_meeting(org_id, external_id)
+        if meeting is None:
+            raise CrossTenantDeniedError("no such visit", reason="roster_forbidden")
+
+        async def authorize(org: str, external: str, viewer: str) -> bool:
+            return await self.visits.may_watch(session_id, org, external, viewer)
+
+        return await stream(
+            self._store, org_id=org_id, external_id=external_id,
+            viewer_oid=meeting.organizer_oid, authorize=authorize, facts=self._store,
+            heartbeat_seconds=self._config.roster_heartbeat.total_seconds(),
+        )  # fmt: skip
+
+    # -- lifecycle and reconciliation (D1, D6) ---------------------------------------------------
+
+    async def _lifecycle(self, envelope: LifecycleEnvelope) -> None:
+        org = await self._org(envelope.org_id)
+        await self.manager(org.tenant_id).handle_lifecycle(envelope)
+
+    async def _reconcile_now(self, org_id: str, external_id: str, reason: str) -> None:
+        """``missed`` / re-created subscription mid-visit: fill the per-fact gaps now; the note
+        waits for the final reconciliation."""
+        await self.reconcile(org_id, external_id, final=False)
+
+    async def reconcile(self, org_id: str, external_id: str, *, final: bool = True) -> int:
+        """Reconcile one visit with its attendance report; ``final`` adds the per-visit note.
+        Returns how many outbox rows were new."""
+        org = await self._org(org_id)
+        meeting = await self._store.get_meeting(org_id, external_id)
+        target = await self.visits.target_for(org_id, external_id)
+        if meeting is None or target is None:
+            return 0
+        writers = await self._writers_for_org(org_id)
+        if not final:
+            writers = [w for w in writers if not w.strategy.per_visit]
+        source = GraphAttendanceReportSource(
+            self._graph_for_tenant(org.tenant_id), self._store, self.keyer,
+            tenant_for_org=self._tenant_of,
+        )  # fmt: skip
+        now = self._clock()
+        try:
+            result = await reconcile_visit(
+                org_id=org_id, external_id=external_id, source=source, facts=self._store,
+                outbox=self._store, target=target, writers=writers, now=now,
+                department=meeting.department,
+            )  # fmt: skip
+            return result.enqueued
+        except TeamsEhrError as exc:  # no report (yet): the note still covers what we know
+            _log.warning("attendance report unavailable (%s)", exc.reason)
+            facts = await self._store.list_facts(org_id, external_id)
+            new = 0
+            for writer in writers:
+                if writer.strategy.per_visit:
+                    new += await enqueue_visit_note(
+                        self._store, facts, target=target, now=now, strategy=writer.strategy
+                    )
+            return new
+
+    async def _tenant_of(self, org_id: str) -> str:
+        return (await self._org(org_id)).tenant_id
+
+    async def maintain(self) -> None:
+        """Renew subscriptions per tenant; reconcile and retire visits that are over."""
+        now = self._clock()
+        rows = await self._store.list_subscriptions_expiring(now + timedelta(days=365))
+        tenants: set[str] = set()
+        for row in rows:
+            if row.state != "active":
+                continue
+            tenant = await self._org_tenant(row.org_id)
+            if tenant is None:
+                continue
+            tenants.add(tenant)
+            if await self._visit_over(row.org_id, row.external_id, now):
+                await self.reconcile(row.org_id, row.external_id)
+                await self._store.put_subscription(_removed(row))
+                try:
+                    graph = self._graph_for_tenant(tenant)
+                    await graph.delete_subscription(row.subscription_id, api_version="beta")
+                except TeamsEhrError as exc:
+                    _log.info("ended visit's subscription not deleted (%s)", exc.reason)
+        for tenant in tenants:
+            await self.manager(tenant).renew_due(now)
+
+    async def _visit_over(self, org_id: str, external_id: str, now: datetime) -> bool:
+        delay = self._config.reconcile_delay
+        facts = await self._store.list_facts(org_id, external_id)
+        ended = [f.at for f in facts if f.kind == "call_ended"]
+        if ended and max(ended) + delay <= now:
+            return True
+        meeting = await self._store.get_meeting(org_id, external_id)
+        return meeting is not None and meeting.end + delay <= now and not _in_call(facts)
+
+    # -- background work --------------------------------------------------------------------------
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Inbox processor, outbox worker and maintenance until ``stop`` is set."""
+        poll = self._config.poll_interval.total_seconds()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: self.processor.run(stop=stop, poll_seconds=poll))
+            group.start_soon(lambda: self.outbox.run(stop, idle=poll))
+            group.start_soon(self._maintenance_loop, stop)
+
+    async def _maintenance_loop(self, stop: anyio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.maintain()
+            except TeamsEhrError as exc:
+                _log.warning("attendance maintenance failed (%s); will retry", exc.reason)
+            with anyio.move_on_after(self._config.renewal_interval.total_seconds()):
+                await stop.wait()
+
+    async def drain(self, *, rounds: int = 10) -> None:
+        """Process the inbox and deliver the outbox until both are idle (tests, CLI, demo)."""
+        for _ in range(rounds):
+            report = await self.processor.run_once()
+            leased = await self.outbox.run_once()
+            if report.claimed == 0 and leased == 0:
+                return
+
+
+def _removed(row: SubscriptionRow) -> SubscriptionRow:
+    return dataclasses.replace(row, state="removed")
+
+
+def _in_call(facts: Sequence[AttendanceFactRow]) -> bool:
+    """Someone connected and not disconnected yet (the visit overran its slot)."""
+    balance: dict[str, int] = {}
+    for fact in facts:
+        if fact.kind in ("connected", "disconnected"):
+            step = 1 if fact.kind == "connected" else -1
+            balance[fact.participant_key] = balance.get(fact.participant_key, 0) + step
+    return any(v > 0 for v in balance.values()) and not any(f.kind == "call_ended" for f in facts)
