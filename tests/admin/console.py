@@ -7,6 +7,7 @@ own cookie jar, so the admin and the approver have different browser sessions.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,8 +208,8 @@ class Console:
         assert callback.status_code == 303, callback.text
         return self.approve(approver, org_id)
 
-    def run(self, func: Any, *args: Any) -> Any:
-        return self.client.portal.call(func, *args)
+    def run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.client.portal.call(functools.partial(func, *args, **kwargs))
 
 
 @contextmanager

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from types import SimpleNamespace
 from urllib.parse import urlsplit
+
+import pytest
 
 from admin.console import ADMIN_OID, ORG, Browser, Console, console
 from leaks import assert_no_leak
@@ -141,3 +144,25 @@ def test_audit_log_lists_every_change_without_secrets() -> None:
         canaries = [csrf_admin, csrf_approver, secret.get_secret_value()]
         canaries += list(c.sandbox.ehr._access)
         assert_no_leak(canaries, json.dumps(entries), html.text)
+
+
+def test_no_secret_reaches_logs_pages_or_audit(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with console() as c:
+        admin, approver = _configured(c)
+        started = c.begin_approval(approver)
+        back = c.sandbox.ehr.authorize_in_browser(
+            SimpleNamespace(method="GET", url=started.headers["location"], fields=())
+        )
+        assert approver.get("/callback", back).status_code == 303
+        assert c.approve(approver).status_code == 303
+        audit = admin.get(f"/admin/api/orgs/{ORG}/audit").text
+        pages = [approver.get(path).text for path in ("/admin", f"/admin/orgs/{ORG}")]
+        secret = c.sandbox.settings.microsoft.client_secret
+        assert secret is not None
+        canaries = [admin.csrf(), approver.csrf(), back["code"], back["state"]]
+        canaries += [secret.get_secret_value(), *c.sandbox.ehr._access]
+        canaries += [v for k, v in admin.cookies.items()] + [v for k, v in approver.cookies.items()]
+        logs = [record.getMessage() for record in caplog.records]
+        assert_no_leak(canaries, logs, audit)
+        assert_no_leak(canaries[2:], pages)
