@@ -202,8 +202,8 @@ class AdminService:
             tenant = normalize_guid(tenant_id)
         except ValueError:
             raise CrossTenantDeniedError("not a tenant id", reason="admin_bad_tenant") from None
-        known = tenant in self.policy.administrators or any(
-            True for _ in await self.registry.list(tenant_id=tenant)
+        known = tenant in self.policy.administrators or bool(
+            await self.registry.list(tenant_id=tenant)
         )
         if not known:
             raise CrossTenantDeniedError("no organization in this tenant", reason="admin_tenant")
@@ -436,8 +436,8 @@ class AdminService:
                                 "proof_other_base")  # fmt: skip
             raise ApprovalRequiredError("the EHR sign-in was against another base",
                                         reason="proof_other_base")  # fmt: skip
+        # Only the proof is kept: the result's tokens go no further (TEC, T30).
         proof = await self._proof(env.config, result)
-        del result  # the tokens are discarded here: only the proof is kept (TEC, T30)
         updated = step.model_copy(update={"proof": proof})
         await self._replace(session_id, session.model_copy(update={"approval": updated}))
         return redirect(f"{ADMIN_PATH}/orgs/{org.org_id}/{environment}/review")
@@ -456,7 +456,8 @@ class AdminService:
     async def _id_token_issuer(
         self, config: EnvironmentConfig, snapshot: DiscoverySnapshot, result: LaunchResult
     ) -> str | None:
-        """The ``iss`` of the id_token, verified against the snapshot's issuer and JWKS."""
+        """The ``iss`` of the id_token, verified again against the snapshot's issuer and JWKS
+        (fixed algorithm list, keys only from the discovered ``jwks_uri``: SPEC A7)."""
         if result.token.id_token is None:
             return None
         raw = result.token.id_token.get_secret_value()

@@ -30,6 +30,7 @@ from teams_ehr.integrations.routes import (
     session_cookie_name,
 )
 from teams_ehr.testing.sandbox import APPROVER_OID, MICROSOFT_CLIENT_ID, TENANT_ID, Sandbox
+from teams_ehr.web import WebResponse
 
 ADMIN_OID = "11111111-2222-4333-8444-555555555555"
 OUTSIDER_OID = "99999999-8888-4777-8666-555555555555"
@@ -67,6 +68,7 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Any:
             result = await handle(runtime, incoming)
         else:
             result = await spec.handler(runtime, incoming)
+        assert isinstance(result, WebResponse)  # no streaming route is used here
         response = Response(result.body, status_code=result.status, media_type=result.media_type)
         for name, value in result.headers:
             response.headers[name] = value

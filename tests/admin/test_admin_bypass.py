@@ -52,6 +52,7 @@ def test_outsider_of_the_tenant_sees_and_changes_nothing() -> None:
         outsider = c.browser()
         assert c.sign_in(outsider, OUTSIDER_OID).status_code == 303
         assert f"/admin/orgs/{ORG}" not in outsider.get("/admin").text
+        assert outsider.get("/admin/api/orgs").json() == {"organizations": []}
         assert outsider.get(f"/admin/api/orgs/{ORG}").status_code == 403
         assert c.transition(outsider, "suspend").status_code == 403
         assert c.create(outsider, org_id="outsider-org").status_code == 403  # not an admin
@@ -216,6 +217,8 @@ def test_cross_organization_access_is_refused_like_an_unknown_org() -> None:
             assert browser.get("/admin/api/orgs/other-tenant-clinic/audit").status_code == 403
             refused = c.transition(browser, "submit", org_id="other-tenant-clinic")
             assert refused.status_code == 403
+        listed = admin.get("/admin/api/orgs").json()["organizations"]
+        assert [org["org_id"] for org in listed] == [ORG]
         stored = c.run(c.runtime.registry.get, "other-tenant-clinic")
         assert stored.test.state == "draft"
         assert stored.tenant_id == OTHER_TENANT

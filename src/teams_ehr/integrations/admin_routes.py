@@ -375,6 +375,26 @@ async def _organization_json(service: AdminService, request: IncomingRequest) ->
     return _json(document)
 
 
+async def _organizations_json(service: AdminService, request: IncomingRequest) -> WebResponse:
+    orgs = await service.organizations(request.session_id)
+    return _json(
+        {
+            "organizations": [
+                {
+                    "org_id": org.org_id,
+                    "display_name": org.display_name,
+                    "environments": {
+                        name: env.state
+                        for name in ENVIRONMENT_NAMES
+                        if (env := org.environment(name)) is not None
+                    },
+                }
+                for org in orgs
+            ]
+        }
+    )
+
+
 def _audit_rows(entries: Any) -> list[dict[str, Any]]:
     return [
         {
@@ -423,6 +443,9 @@ ADMIN_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("admin_begin_approval", _ENV + "/approval", ("POST",), _route(_begin_approval)),
     RouteSpec("admin_approve", _ENV + "/approve", ("POST",), _route(_approve)),
     RouteSpec("admin_records", _ENV + "/records", ("GET",), _route(_records_page)),
+    RouteSpec(
+        "admin_api_organizations", ADMIN_PATH + "/api/orgs", ("GET",), _route(_organizations_json)
+    ),
     RouteSpec("admin_api_organization", _API, ("GET",), _route(_organization_json)),
     RouteSpec("admin_api_audit", _API + "/audit", ("GET",), _route(_audit_json)),
     RouteSpec(
