@@ -303,3 +303,10 @@ def test_records_configuration_errors(kwargs: dict[str, Any], reason: str) -> No
     with pytest.raises(ConfigurationError) as info:
         integration_records(approved(), "test", **kwargs)
     assert info.value.reason == reason
+
+
+def test_unknown_environment_name_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        org_a().environment("prod")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        apply_edit(org_a(), "prod", env_config(BASE_A_PROD), actor=ADMIN_A)  # type: ignore[arg-type]

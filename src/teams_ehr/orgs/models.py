@@ -206,7 +206,13 @@ class Organization(BaseModel):
         return self
 
     def environment(self, name: EnvironmentName) -> Environment | None:
-        return self.test if name == "test" else self.production
+        if name == "test":
+            return self.test
+        if name == "production":
+            return self.production
+        raise ConfigurationError(
+            "environment must be 'test' or 'production'", reason="bad_environment"
+        )
 
     def document(self) -> dict[str, Any]:
         """The JSON document stored by :class:`~teams_ehr.store.protocol.OrganizationStore`."""
