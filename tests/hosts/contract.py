@@ -1,16 +1,23 @@
-"""The host contract every integration and example app passes (SPEC E2, C3, C4, T08).
+"""The host contract every integration and example app passes (SPEC E2, C3, C4, T08, D1, D3).
 
 ``check_host_contract(driver, sandbox)`` drives a host through the clinician's launch (with the
-first-time Microsoft sign-in), a repeat launch, the patient's join link, hostile inputs and JWKS.
+first-time Microsoft sign-in), a repeat launch, the patient's join link, hostile inputs and JWKS;
+then Graph's webhook (validation handshake, a notification accepted into the inbox) and the live
+roster (SSE for the clinician's session, 403 for another session).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit
 
-from hosts.drivers import HostDriver, Reply
+import anyio
+import httpx
+
+from hosts.drivers import HostDriver, Reply, StarletteDriver
 from leaks import assert_no_leak
+from teams_ehr.integrations.routes import session_cookie_name
 from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
 
 ORG = "sandbox-clinic"
@@ -77,6 +84,105 @@ def check_host_contract(driver: HostDriver, sandbox: Sandbox) -> None:
     assert jwks.status == 200
     assert b'"d"' not in jwks.body
     assert sandbox.signer.kid.encode() in jwks.body
+
+    check_attendance_contract(driver, sandbox)
+
+
+def _post(driver: HostDriver, path: str, query: dict[str, str], body: bytes) -> Reply:
+    """A raw POST (Graph's webhook) through the driver's framework test client."""
+    client: Any = driver._client  # type: ignore[attr-defined]  # both drivers keep one
+    headers = {"Content-Type": "application/json"}
+    if isinstance(driver, StarletteDriver):
+        response = client.post(path, params=query, content=body, headers=headers)
+        return Reply(response.status_code, _lower(response.headers), response.content)
+    graph = client.application.test_client()  # no cookies; usable from any thread
+    response = graph.post(path, query_string=query, data=body, headers=headers)
+    return Reply(response.status_code, _lower(response.headers), response.get_data())
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _stream(driver: HostDriver, path: str, chunks: int, cookie: str | None = None) -> Reply:
+    """The status and the first ``chunks`` chunks of a streamed GET; then the client leaves."""
+    client: Any = driver._client  # type: ignore[attr-defined]
+    headers = {"cookie": cookie} if cookie else {}
+    if isinstance(driver, StarletteDriver):
+        with client.stream("GET", path, headers=headers) as response:
+            parts = response.iter_bytes()
+            body = b"".join(next(parts) for _ in range(chunks)) if response.is_success else b""
+            return Reply(response.status_code, _lower(response.headers), body or response.read())
+    if cookie:
+        client = client.application.test_client()  # a browser without the clinician's cookie
+        name, value = cookie.split("=", 1)
+        client.set_cookie(name, value)
+    response = client.get(path, buffered=False)
+    try:
+        parts = iter(response.response)
+        if response.status_code == 200:
+            body = b"".join(next(parts) for _ in range(chunks))
+        else:
+            body = b"".join(parts)
+        return Reply(response.status_code, _lower(response.headers), body)
+    finally:
+        response.close()
+
+
+class _DriverTransport(httpx.AsyncBaseTransport):
+    """Graph's webhook POSTs into the host under test (from a worker thread: the driver is
+    synchronous and the runtime's loop is busy awaiting the notifier)."""
+
+    def __init__(self, driver: HostDriver) -> None:
+        self._driver = driver
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        query = dict(request.url.params)
+        reply = await anyio.to_thread.run_sync(_post, self._driver, request.url.path, query, body)
+        return httpx.Response(reply.status, content=reply.body)
+
+
+def check_attendance_contract(driver: HostDriver, sandbox: Sandbox) -> None:
+    """After :func:`check_host_contract`: the clinician's visit has a meeting and a session."""
+    runtime = driver.runtime
+    [subscription] = sandbox.graph.subscriptions.items.values()
+    assert subscription.validated
+
+    handshakes = runtime.attendance.handshakes  # type: ignore[union-attr]
+    handle = driver.run(handshakes.open, runtime.clock(), frozenset({"notification"}))
+    echoed = _post(driver, "/graph/notifications", {"validationToken": "Validation: 1 2&3"}, b"")
+    driver.run(handshakes.close, handle)
+    assert echoed.status == 200
+    assert echoed.body == b"Validation: 1 2&3"
+    assert echoed.headers["content-type"].startswith("text/plain")
+    # (refusal outside a window: tests/attendance_runtime, on a clock that can move past it)
+    lifecycle = _post(driver, "/graph/lifecycle", {}, b"not json")
+    assert lifecycle.status == 400
+
+    meeting_id = next(iter(sandbox.graph.meetings))
+    sandbox.connect_webhooks(httpx.AsyncClient(transport=_DriverTransport(driver)))
+    sandbox.graph.room(meeting_id).join("leg-doc", identity="organizer")
+    sent = driver.run(sandbox.notifier.flush)
+    assert [s.status for s in sent] == [202, 202]  # call started, organizer connected
+    meeting = driver.run(runtime.store.find_meeting_by_id, meeting_id)
+    report = driver.run(runtime.attendance.processor.run_once)  # type: ignore[union-attr]
+    assert (report.claimed, report.completed) == (2, 2)
+
+    path = f"/visits/{ORG}/{meeting.external_id}/roster"
+    roster = _stream(driver, path, 2)
+    assert roster.status == 200
+    assert roster.headers["content-type"].startswith("text/event-stream")
+    assert roster.headers.get("cache-control") == "no-store"
+    assert roster.body.startswith(b"retry: 3000\n\nevent: snapshot\ndata: ")
+    assert b'"call":{"kind":"call_started"' in roster.body
+    assert b'"role":"provider","kind":"connected"' in roster.body
+    assert_no_leak([CLINICIAN_OID, "leg-doc", meeting.join_url], roster.body)
+
+    stranger = f"{session_cookie_name(secure=True)}={'s' * 43}"
+    denied = _stream(driver, path, 1, cookie=stranger)
+    assert denied.status == 403
+    assert b"snapshot" not in denied.body
 
 
 async def _issue_link(runtime, appointment, start, end):  # type: ignore[no-untyped-def]
