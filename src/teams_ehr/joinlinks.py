@@ -162,15 +162,23 @@ class JoinLinkService:
         hits = await self._nonces.count_hit(bucket, window_start=window_start)
         if hits > self._rate_limit:
             retry_after = int((window_start + _RATE_WINDOW - now).total_seconds()) + 1
-            _log.warning("join link refused: rate_limited (client %s…)", bucket[9:17])
+            _log.warning(
+                "join link refused: rate_limited (client %s…)",
+                bucket[9:17],
+                extra={"security_event": "join_link_rate_limited"},
+            )
             raise JoinLinkRateLimitedError(_INVALID_MESSAGE, retry_after=retry_after)
 
     @staticmethod
     def _refused(reason: str, row: JoinLinkRow | None) -> NoReturn:
         if row is None:
-            _log.info("join link refused: %s", reason)
+            _log.info("join link refused: %s", reason, extra={"security_event": reason})
         else:
             _log.info(
-                "join link refused: %s (org %s, hash %s…)", reason, row.org_id, row.token_hash[:8]
+                "join link refused: %s (org %s, hash %s…)",
+                reason,
+                row.org_id,
+                row.token_hash[:8],
+                extra={"security_event": reason},
             )
         raise _invalid(reason)

@@ -339,6 +339,8 @@ async def test_errors_and_logs_never_contain_decrypted_values(
         await _decrypt(good, nonces=nonces)
     errors.append(info.value)
     assert_no_leak(canaries, *errors, *(e.args for e in errors), caplog.text)
+    events = [r.security_event for r in caplog.records if hasattr(r, "security_event")]
+    assert events == [e.reason for e in errors]  # exactly one security event per refusal
 
 
 # -- properties -----------------------------------------------------------------------------------

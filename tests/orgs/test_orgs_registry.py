@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -239,9 +240,12 @@ async def test_suspend_and_resume(kind: str) -> None:
         )
 
 
-async def test_bypass_attempts_through_the_registry(kind: str) -> None:
+async def test_bypass_attempts_through_the_registry(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeClock()
     async with open_store(kind, clock) as store:
+        caplog.set_level(logging.INFO, logger="teams_ehr")
         registry = OrganizationRegistry(store, clock)
         org = await registry.create(org_a(), actor=ADMIN_A)
         digest = config_hash(org, "test")
@@ -264,6 +268,8 @@ async def test_bypass_attempts_through_the_registry(kind: str) -> None:
         assert await registry.resolve_issuer(BASE_A_TEST) is None
         reasons = [e.detail.get("reason") for e in await registry.audit_log("hospital-a")]
         assert reasons.count(None) == 2  # created, submitted
+        events = [r.security_event for r in caplog.records if hasattr(r, "security_event")]
+        assert events == [r for r in reasons if r is not None]  # one security event per refusal
         assert set(reasons) - {None} == {
             "illegal_transition",
             "not_designated_approver",

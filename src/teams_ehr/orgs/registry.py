@@ -239,9 +239,7 @@ class OrganizationRegistry:
                 max_proof_age=self._max_proof_age,
             )
         except (SecurityError, StateTransitionError) as exc:
-            await self._audit(
-                org_id, actor, "approval_refused", environment=environment, reason=exc.reason
-            )
+            await self._refused(org_id, actor, environment, exc.reason)
             raise
         env = approved.environment(environment)
         if env is None or env.approved_config_hash is None:  # pragma: no cover - invariant
@@ -249,9 +247,7 @@ class OrganizationRegistry:
         try:
             saved = await self._save(org, approved)
         except StorageConflictError as exc:
-            await self._audit(
-                org_id, actor, "approval_refused", environment=environment, reason=exc.reason
-            )
+            await self._refused(org_id, actor, environment, exc.reason)
             raise
         await self._audit(
             org_id,
@@ -315,6 +311,24 @@ class OrganizationRegistry:
             if new.get(name) != base:
                 await self._store.release_issuer(base, after.org_id)
         return after.model_copy(update={"version": version})
+
+    async def _refused(
+        self, org_id: str, actor: str, environment: EnvironmentName, reason: str
+    ) -> None:
+        """A refused approval: an audit entry and one ``security_event`` log record (T32)."""
+        _log.warning(
+            "organization %s: approval refused: %s",
+            org_id,
+            reason,
+            extra={"security_event": reason},
+        )
+        await self._store.append_audit(
+            org_id,
+            at=self._clock(),
+            actor=actor,
+            action="approval_refused",
+            detail={"environment": environment, "reason": reason},
+        )
 
     async def _audit(self, org_id: str, actor: str, action: str, **detail: Any) -> None:
         await self._store.append_audit(

@@ -288,10 +288,26 @@ async def decrypt_context_link(
 
     Order: base64 → AES-CBC → PKCS#7 → UTF-8 → query string → identifiers → freshness
     (``max_age`` back, ``link_format.max_skew`` forward) → first use (``nonces``). Only a link
-    that passes everything is remembered, so garbage cannot fill the nonce store.
+    that passes everything is remembered, so garbage cannot fill the nonce store. Each refusal
+    logs one ``security_event`` record carrying the reason code only.
     """
     if now.tzinfo is None or max_age <= timedelta(0):
         raise ConfigurationError("now must be aware and max_age positive", reason="bad_clock")
+    try:
+        return await _decrypt_checked(encrypted, key, now, max_age, nonces, link_format)
+    except ContextLinkError as exc:
+        _log.info("context link refused: %s", exc.reason, extra={"security_event": exc.reason})
+        raise
+
+
+async def _decrypt_checked(
+    encrypted: str,
+    key: ContextLinkKey,
+    now: datetime,
+    max_age: timedelta,
+    nonces: NonceStore,
+    link_format: ContextLinkFormat,
+) -> EpicContextLink:
     raw = _decode_base64(encrypted, link_format.max_encoded_length)
     plaintext = _decrypt(raw, key, link_format.iv_mode)
     fields = _parse_fields(plaintext)
@@ -305,7 +321,6 @@ async def decrypt_context_link(
     if not await nonces.remember_once(
         REPLAY_NAMESPACE, key._replay_key(plaintext), expires_at=expires_at
     ):
-        _log.info("context link refused: replayed")
         raise _refuse("replayed")
     extras = {
         wire: fields[name]
