@@ -153,7 +153,12 @@ class ContextLinkKey:
 
 
 class ContextLinkFormat(BaseModel):
-    """How an organization's Epic build formats its links (agree it with the Epic TS)."""
+    """How an organization's Epic build formats its links (agree it with the Epic TS).
+
+    ``require_timestamp=False`` accepts links without a timestamp; they cannot be refused as
+    stale, and a replay is refused only for ``max_age`` after first use. Keep it ``True``
+    whenever the FDI record can carry a timestamp token.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
