@@ -174,11 +174,14 @@ async def test_transport_variants_are_accepted(mangle) -> None:  # type: ignore[
     assert (await _decrypt(mangle(encrypted))).session_id == "42"
 
 
-async def test_timestamp_optional_when_configured() -> None:
+async def test_timestamp_optional_when_configured(nonces: MemoryNonces) -> None:
     encrypted = encrypt_context_link({"sessionId": "1"}, ContextLinkKey(KEY_256))
     relaxed = ContextLinkFormat(require_timestamp=False)
-    link = await _decrypt(encrypted, link_format=relaxed)
+    link = await _decrypt(encrypted, nonces=nonces, link_format=relaxed)
     assert link.issued_at is None
+    assert await _reason(encrypted, nonces=nonces, link_format=relaxed) == "replayed"
+    # Without a timestamp the replay guard lasts max_age + skew from first use (documented).
+    assert list(nonces.seen.values()) == [NOW + MAX_AGE + timedelta(seconds=60)]
 
 
 # -- keys -----------------------------------------------------------------------------------------
