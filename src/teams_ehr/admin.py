@@ -7,10 +7,11 @@ and approves; then the integration records are shown. Security.md T28 pins the r
 
 Who may do what (this version):
 
-* **Sign-in**: Microsoft (Entra OIDC + PKCE, tenant-specific authority,
-  ``purpose="approval"``) to ``/admin/microsoft/callback``; the verified ``(tid, oid)`` becomes a
-  server-side admin session bound to the browser session (stored encrypted in the pending
-  table, absolute lifetime :attr:`AdminPolicy.session_ttl`) with a per-session CSRF token.
+* **Sign-in**: Microsoft (:mod:`teams_ehr.teams.signin`, ``purpose="approval"``) back to
+  ``/admin/microsoft/callback``; the verified ``(tid, oid)`` becomes a server-side session bound
+  to the browser session (encrypted pending row, absolute lifetime
+  :attr:`AdminPolicy.session_ttl`) with a CSRF token. A read takes and re-puts the row, so two
+  concurrent requests of one admin browser may see "sign in again" (acceptable for a console).
 * **Administer** an organization (view, edit, submit, withdraw, suspend, resume, records, audit):
   an identity of the organization's tenant that is its designated approver or is listed for that
   tenant in :attr:`AdminPolicy.administrators` (the integrator's list of Microsoft 365 admins).
@@ -24,9 +25,8 @@ Who may do what (this version):
   ``id_token`` issuer, re-verified against the snapshot's JWKS) and discards the tokens; the
   approver then confirms with a CSRF-protected, single-use ``approve``.
 
-Unknown organizations and other tenants' organizations are refused alike (no existence oracle).
-Every mutation is written to the registry's append-only audit log; refusals of the approval steps
-that happen here are audited too (``approval_refused`` with a reason code).
+Unknown and other tenants' organizations are refused alike (no existence oracle). Mutations go
+to the registry's append-only audit log; refusals here are audited as ``approval_refused``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
-import jwt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from teams_ehr._redact import get_logger
@@ -150,11 +149,8 @@ def _session_key(session_id: str) -> str:
     return hashlib.sha256(b"teams-ehr/admin-session\x00" + session_id.encode("utf-8")).hexdigest()
 
 
-class _NoCsrf:
-    """Marks a read: no CSRF token is checked."""
-
-
-_NO_CSRF = _NoCsrf()
+def _not_administrator() -> ApprovalRequiredError:
+    return ApprovalRequiredError("not an administrator here", reason="not_administrator")
 
 
 def _new_token() -> str:
@@ -208,13 +204,9 @@ class AdminService:
         if not known:
             raise CrossTenantDeniedError("no organization in this tenant", reason="admin_tenant")
         url, pending = begin_microsoft_signin(
-            self._entra(tenant),
-            purpose="approval",
-            bound_launch=None,
-            session_id=session_id,
-            now=self._clock(),
-            token_factory=self._token,
-        )
+            self._entra(tenant), purpose="approval", bound_launch=None, session_id=session_id,
+            now=self._clock(), token_factory=self._token,
+        )  # fmt: skip
         await store_pending_signin(self._store, pending, org_id=_MARKER)
         return redirect(url, status=302)
 
@@ -229,10 +221,9 @@ class AdminService:
             jwks=self._jwks, client=self._http, now=now,
         )  # fmt: skip
         await self._drop(session_id)
+        expires_at = now + self.policy.session_ttl
         session = AdminSession(
-            identity=identity,
-            csrf=SecretStr(self._token()),
-            expires_at=now + self.policy.session_ttl,
+            identity=identity, csrf=SecretStr(self._token()), expires_at=expires_at
         )
         await self._put(session_id, session)
         _log.info("console sign-in (tenant %s)", identity.tenant_id)
@@ -248,7 +239,7 @@ class AdminService:
         return session
 
     async def sign_out(self, session_id: str, csrf: str | None) -> None:
-        await self._require(session_id, csrf)
+        await self._require_form(session_id, csrf)
         await self._drop(session_id)
 
     async def _put(self, session_id: str, session: AdminSession) -> None:
@@ -264,17 +255,18 @@ class AdminService:
         await self._drop(session_id)
         await self._put(session_id, session)
 
-    async def _require(
-        self, session_id: str, csrf: str | _NoCsrf | None = _NO_CSRF
-    ) -> AdminSession:
-        """The signed-in session; for a mutation (``csrf`` given) the CSRF token check (T28)."""
+    async def _require(self, session_id: str) -> AdminSession:
         session = await self.session(session_id)
         if session is None:
             raise ApprovalRequiredError("sign in first", reason="admin_not_signed_in")
-        if not isinstance(csrf, _NoCsrf):
-            expected = session.csrf.get_secret_value().encode()
-            if not isinstance(csrf, str) or not hmac.compare_digest(csrf.encode(), expected):
-                raise StateInvalidError("the form token is missing or wrong", reason="csrf")
+        return session
+
+    async def _require_form(self, session_id: str, csrf: str | None) -> AdminSession:
+        """A mutation: the signed-in session and its CSRF token (T28)."""
+        session = await self._require(session_id)
+        expected = session.csrf.get_secret_value().encode()
+        if not csrf or not hmac.compare_digest(csrf.encode(), expected):
+            raise StateInvalidError("the form token is missing or wrong", reason="csrf")
         return session
 
     # -- reads ---------------------------------------------------------------------------------
@@ -287,8 +279,7 @@ class AdminService:
     async def _organization(self, session: AdminSession, org_id: str) -> Organization:
         org = await self.registry.get(org_id, tenant_id=session.identity.tenant_id)
         if org is None or not self.may_administer(org, session.identity):
-            raise ApprovalRequiredError("not an administrator of this organization",
-                                        reason="not_administrator")  # fmt: skip
+            raise _not_administrator()
         return org
 
     async def organizations(self, session_id: str) -> list[Organization]:
@@ -325,21 +316,15 @@ class AdminService:
         allow_self_approval: bool = True,
     ) -> Organization:
         """A new organization in the signed-in tenant, its environments as drafts."""
-        session = await self._require(session_id, csrf)
+        session = await self._require_form(session_id, csrf)
         if not self.policy.is_administrator(session.identity):
-            raise ApprovalRequiredError("only administrators create organizations",
-                                        reason="not_administrator")  # fmt: skip
+            raise _not_administrator()
         self._check_http(environments)
-        document: dict[str, Any] = {
-            "org_id": org_id,
-            "display_name": display_name,
-            "tenant_id": session.identity.tenant_id,
-            "approver_oid": approver_oid,
-            "allow_self_approval": allow_self_approval,
-        }
-        for name, config in environments.items():
-            document[name] = {"config": config}
-        org = Organization.model_validate(document)
+        org = Organization.model_validate(
+            {"org_id": org_id, "display_name": display_name, "approver_oid": approver_oid,
+             "tenant_id": session.identity.tenant_id, "allow_self_approval": allow_self_approval,
+             **{name: {"config": config} for name, config in environments.items()}}
+        )  # fmt: skip
         return await self.registry.create(org, actor=session.identity.object_id)
 
     async def update(
@@ -354,7 +339,7 @@ class AdminService:
         environments: Mapping[EnvironmentName, EnvironmentConfig] | None = None,
     ) -> Organization:
         """Edit; any approval-relevant change sends the environment back for approval."""
-        session = await self._require(session_id, csrf)
+        session = await self._require_form(session_id, csrf)
         await self._organization(session, org_id)
         self._check_http(environments or {})
         return await self.registry.update(
@@ -367,26 +352,20 @@ class AdminService:
             raise ConfigurationError("http FHIR bases are not allowed", reason="admin_http")
 
     async def transition(
-        self,
-        session_id: str,
-        csrf: str | None,
-        org_id: str,
-        environment: EnvironmentName,
-        action: str,
+        self, session_id: str, csrf: str | None, org_id: str, env: EnvironmentName, action: str
     ) -> Organization:
         """``submit``, ``withdraw``, ``suspend`` or ``resume`` one environment."""
-        session = await self._require(session_id, csrf)
+        session = await self._require_form(session_id, csrf)
         await self._organization(session, org_id)
-        actor = session.identity.object_id
-        if action == "submit":
-            return await self.registry.submit_for_approval(org_id, environment, actor=actor)
-        if action == "withdraw":
-            return await self.registry.withdraw(org_id, environment, actor=actor)
-        if action == "suspend":
-            return await self.registry.suspend(org_id, environment, actor=actor)
-        if action == "resume":
-            return await self.registry.resume(org_id, environment, actor=actor)
-        raise ConfigurationError("unknown action", reason="admin_action")
+        steps = {
+            "submit": self.registry.submit_for_approval,
+            "withdraw": self.registry.withdraw,
+            "suspend": self.registry.suspend,
+            "resume": self.registry.resume,
+        }
+        if action not in steps:
+            raise ConfigurationError("unknown action", reason="admin_action")
+        return await steps[action](org_id, env, actor=session.identity.object_id)
 
     # -- approval (T28) ------------------------------------------------------------------------
 
@@ -400,7 +379,7 @@ class AdminService:
         reviewed_hash: str,
     ) -> WebResponse:
         """Step 1: the designated approver reviewed ``reviewed_hash``; sign in to the EHR."""
-        session = await self._require(session_id, csrf)
+        session = await self._require_form(session_id, csrf)
         org = await self._organization(session, org_id)
         env = org.environment(environment)
         who = session.identity
@@ -432,10 +411,9 @@ class AdminService:
             raise ApprovalRequiredError("no approval is in progress", reason="no_approval")
         env = org.environment(environment)
         if env is None or result.org_id != org.org_id or result.issuer != env.config.fhir_base:
-            await self._refused(org.org_id, session.identity.object_id, environment,
-                                "proof_other_base")  # fmt: skip
-            raise ApprovalRequiredError("the EHR sign-in was against another base",
-                                        reason="proof_other_base")  # fmt: skip
+            reason = "proof_other_base"
+            await self._refused(org.org_id, session.identity.object_id, environment, reason)
+            raise ApprovalRequiredError("the EHR sign-in was against another base", reason=reason)
         # Only the proof is kept: the result's tokens go no further (TEC, T30).
         proof = await self._proof(env.config, result)
         updated = step.model_copy(update={"proof": proof})
@@ -462,13 +440,10 @@ class AdminService:
             return None
         raw = result.token.id_token.get_secret_value()
         if snapshot.issuer is None or snapshot.jwks_uri is None:
-            claims = jwt.decode(raw, options={"verify_signature": False})  # verified at redeem
-            issuer = claims.get("iss")
-            return issuer if isinstance(issuer, str) else None
+            return None  # nothing to compare with: apply_approval checks the base only
+        algorithms = ("RS256", "RS384", "ES256", "ES384")
         profile = JwtProfile(
-            algorithms=("RS256", "RS384", "ES256", "ES384"),
-            issuers=(snapshot.issuer,),
-            audience=config.client_id,
+            algorithms=algorithms, issuers=(snapshot.issuer,), audience=config.client_id
         )
         try:
             flow = verify_jwt_flow(raw, profile, self._jwks, snapshot.jwks_uri, now=self._clock())
@@ -488,19 +463,15 @@ class AdminService:
         approval_id: str | None,
     ) -> Organization:
         """Step 3: the approver confirms; the proof is used once (replay → refused)."""
-        session = await self._require(session_id, csrf)
+        session = await self._require_form(session_id, csrf)
         await self._organization(session, org_id)
         step = session.approval
         await self._replace(session_id, session.model_copy(update={"approval": None}))
-        matches = (
-            step is not None
-            and step.org_id == org_id
-            and step.environment == environment
-            and isinstance(approval_id, str)
-            and hmac.compare_digest(approval_id.encode(), step.approval_id.encode())
-        )
-        proof = step.proof if step is not None and matches else None
-        reviewed = step.reviewed_hash if step is not None and matches else ""
+        given = (approval_id or "").encode()
+        same = step is not None and (step.org_id, step.environment) == (org_id, environment)
+        if not (step and same and hmac.compare_digest(given, step.approval_id.encode())):
+            step = None
+        proof, reviewed = (step.proof, step.reviewed_hash) if step else (None, "")
         return await self.registry.approve(
             org_id, environment, session.identity, proof, config_hash=reviewed
         )

@@ -268,3 +268,19 @@ def test_invalid_form_names_fields_without_echoing_input() -> None:
         assert bad_id.status_code == 400
         assert "org_id" in bad_id.text
         assert c.run(c.runtime.registry.list) == []
+
+
+def test_a_proof_for_one_organization_cannot_approve_another() -> None:
+    with console() as c:
+        admin, approver = _configured(c)
+        assert c.create(admin, org_id="second-clinic").status_code == 303
+        assert c.transition(admin, "submit", org_id="second-clinic").status_code == 303
+        assert c.ehr_signin(approver, c.begin_approval(approver)).status_code == 303
+        approval_id = c.approval_id(approver)
+        assert approval_id is not None
+        misdirected = c.approve(approver, org_id="second-clinic", approval_id=approval_id)
+        assert misdirected.status_code == 403
+        assert _refusals(c, "second-clinic") == ["smart_proof_required"]
+        # The attempt used up the session's proof: ORG needs a fresh EHR sign-in too.
+        assert c.approve(approver, approval_id=approval_id).status_code == 403
+        assert _state(c) == _state(c, "second-clinic") == "pending_approval"
