@@ -46,6 +46,7 @@ from teams_ehr.orgs.models import EnvironmentName, Organization
 from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.authorize import AuthorizationRedirect, PendingAuthorization, state_key
 from teams_ehr.smart.callback import extract_state
+from teams_ehr.smart.epic_context_link import ContextLinkKey, decrypt_context_link
 from teams_ehr.smart.flows import AsyncSmartLaunchClient, LaunchResult
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.smart.launch import admit_launch, launch_hash, parse_launch_request
@@ -449,9 +450,35 @@ class VisitService:
         return self._patient_response(meeting)
 
     async def join_visit(self, org_id: str, key: str | None) -> WebResponse:
-        """The patient's redirect for a visit named by a verified context (A10 links)."""
+        """The patient's redirect for a visit named by an already verified context."""
         await self._active_org(org_id)
         return await self._patient_redirect(org_id, key)
+
+    async def join_from_context_link(
+        self,
+        org_id: str,
+        environment: EnvironmentName,
+        encrypted: str,
+        *,
+        key: ContextLinkKey,
+        max_age: timedelta = timedelta(minutes=5),
+    ) -> WebResponse:
+        """An Epic context-aware link (A10): decrypt, check freshness and first use, then the
+        same appointment's meeting. The link must carry the appointment (or encounter) FHIR id
+        among its context tokens so it names the same visit as the clinician's launch."""
+        org = await self._active_org(org_id)
+        env = org.environment(environment)
+        if env is None or env.state != "active":
+            raise UntrustedIssuerError("environment is not active")
+        link = await decrypt_context_link(
+            encrypted,
+            key,
+            now=self._clock(),
+            max_age=max_age,
+            nonces=self._store,
+            link_format=env.config.context_link,
+        )
+        return await self._patient_redirect(org_id, visit_key(link.context))
 
     async def _patient_redirect(self, org_id: str, key: str | None) -> WebResponse:
         if key is None:

@@ -182,3 +182,29 @@ async def test_microsoft_signin_is_single_use_and_needs_a_live_launch_session() 
                 organization_tenant_id=TENANT_ID,
                 launch_session_valid=False,
             )
+
+
+async def test_epic_context_link_joins_the_same_visit_once() -> None:
+    from teams_ehr.errors import ContextLinkError
+    from teams_ehr.smart.epic_context_link import ContextLinkKey, encrypt_context_link
+
+    sandbox = Sandbox()
+    start, end = sandbox.seed_appointment("appt-5")
+    key = ContextLinkKey(bytes(range(32)))
+    async with sandbox.app() as app:
+        await sandbox.seed_organization(app)
+        await app.visits.prepare_visit(
+            ORG, visit_key="Appointment/appt-5", organizer_oid=CLINICIAN_OID, start=start, end=end
+        )
+        stamp = str(int(sandbox.clock().timestamp()))
+        link = encrypt_context_link(
+            {"sessionId": "CSN-77", "appointment": "appt-5", "timestamp": stamp}, key
+        )
+        joined = await app.visits.join_from_context_link(ORG, "test", link, key=key)
+        assert joined.status == 303
+        assert joined.location == next(iter(sandbox.graph.meetings.values()))["joinWebUrl"]
+        with pytest.raises(ContextLinkError):  # replayed
+            await app.visits.join_from_context_link(ORG, "test", link, key=key)
+        other = encrypt_context_link({"sessionId": "CSN-78", "timestamp": stamp}, key)
+        with pytest.raises(VisitNotReadyError):  # names no appointment or encounter
+            await app.visits.join_from_context_link(ORG, "test", other, key=key)
