@@ -284,3 +284,16 @@ def test_a_proof_for_one_organization_cannot_approve_another() -> None:
         # The attempt used up the session's proof: ORG needs a fresh EHR sign-in too.
         assert c.approve(approver, approval_id=approval_id).status_code == 403
         assert _state(c) == _state(c, "second-clinic") == "pending_approval"
+
+
+def test_pages_escape_admin_entered_text() -> None:
+    with console() as c:
+        admin = c.browser()
+        assert c.sign_in(admin, ADMIN_OID).status_code == 303
+        created = c.create(admin, display_name="<script>alert(1)</script>")
+        assert created.status_code == 303
+        for path in ("/admin", f"/admin/orgs/{ORG}"):
+            page = admin.get(path)
+            assert "<script>" not in page.text
+            assert "&lt;script&gt;" in page.text
+            assert "default-src 'none'" in page.headers["content-security-policy"]

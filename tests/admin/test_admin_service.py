@@ -144,3 +144,17 @@ async def test_admin_service_requires_install() -> None:
     async with sandbox.app() as app:
         with pytest.raises(ConfigurationError):
             admin_service(app)
+
+
+@pytest.mark.anyio
+async def test_a_runtime_built_console_takes_precedence() -> None:
+    sandbox = _sandbox(_Clock())
+    async with sandbox.app() as app:
+        installed = install_admin(app)
+        built = AdminService(
+            store=app.store, registry=app.registry, visits=app.visits, entra=lambda t: None,  # type: ignore[arg-type,return-value]
+            jwks=app.jwks, discovery=app.discovery, http=app.http, app_base_url="https://app.test",
+        )  # fmt: skip
+        assert admin_service(app) is installed
+        app.admin = built  # type: ignore[attr-defined]
+        assert admin_service(app) is built

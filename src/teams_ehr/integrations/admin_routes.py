@@ -63,7 +63,10 @@ def install_admin(app: TeamsEhr, *, policy: AdminPolicy | None = None) -> AdminS
 
 
 def admin_service(app: TeamsEhr) -> AdminService:
-    service = _SERVICES.get(app)
+    """The console of ``app``: its ``admin`` attribute if the runtime builds one, else the one
+    :func:`install_admin` registered."""
+    built = getattr(app, "admin", None)
+    service = built if isinstance(built, AdminService) else _SERVICES.get(app)
     if service is None:
         raise ConfigurationError("call install_admin(app) at start-up", reason="admin_missing")
     return service
