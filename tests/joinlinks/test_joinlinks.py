@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -23,7 +22,6 @@ pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)
-HAS_SQLITE = importlib.util.find_spec("teams_ehr.store.sqlite") is not None
 
 
 @pytest.fixture
@@ -33,11 +31,6 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=["memory", "sqlite"])
 def kind(request: pytest.FixtureRequest, anyio_backend: str) -> str:
-    if request.param == "sqlite":
-        if not HAS_SQLITE:
-            pytest.skip("teams_ehr.store.sqlite is not available")
-        if anyio_backend == "trio":  # anyio 4.16 worker threads need trio >= 0.23 (env has 0.22)
-            pytest.skip("SqliteStore worker threads need a newer trio in this environment")
     return str(request.param)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from typing import Any
@@ -45,16 +44,10 @@ from teams_ehr.smart.launch import IssuerResolver, admit_launch, parse_launch_re
 from teams_ehr.store.protocol import IssuerBinding
 
 pytestmark = pytest.mark.anyio
-HAS_SQLITE = importlib.util.find_spec("teams_ehr.store.sqlite") is not None
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 def kind(request: pytest.FixtureRequest, anyio_backend: str) -> str:
-    if request.param == "sqlite":
-        if not HAS_SQLITE:
-            pytest.skip("teams_ehr.store.sqlite is not available")
-        if anyio_backend == "trio":  # anyio 4.16 worker threads need trio >= 0.23 (env has 0.22)
-            pytest.skip("SqliteStore worker threads need a newer trio in this environment")
     return str(request.param)
 
 
