@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import anyio
@@ -352,27 +352,36 @@ class AttendanceRuntime:
         return (await self._org(org_id)).tenant_id
 
     async def maintain(self) -> None:
-        """Renew subscriptions per tenant; reconcile and retire visits that are over."""
+        """Reconcile and retire visits that are over; renew the others at ⅔ of their lifetime
+        (R19) through their own tenant's manager. A failing visit never stops the others."""
         now = self._clock()
         rows = await self._store.list_subscriptions_expiring(now + timedelta(days=365))
-        tenants: set[str] = set()
         for row in rows:
-            if row.state != "active":
-                continue
-            tenant = await self._org_tenant(row.org_id)
+            tenant = await self._org_tenant(row.org_id) if row.state == "active" else None
             if tenant is None:
                 continue
-            tenants.add(tenant)
-            if await self._visit_over(row.org_id, row.external_id, now):
-                await self.reconcile(row.org_id, row.external_id)
-                await self._store.put_subscription(_removed(row))
-                try:
-                    graph = self._graph_for_tenant(tenant)
-                    await graph.delete_subscription(row.subscription_id, api_version="beta")
-                except TeamsEhrError as exc:
-                    _log.info("ended visit's subscription not deleted (%s)", exc.reason)
-        for tenant in tenants:
-            await self.manager(tenant).renew_due(now)
+            try:
+                await self._maintain_one(row, tenant, now)
+            except TeamsEhrError as exc:
+                _log.error(
+                    "attendance maintenance of a visit failed (%s); will retry",
+                    exc.reason, extra={"alert": "attendance_maintenance"},
+                )  # fmt: skip
+
+    async def _maintain_one(self, row: SubscriptionRow, tenant: str, now: datetime) -> None:
+        manager = self.manager(tenant)
+        if await self._visit_over(row.org_id, row.external_id, now):
+            await self.reconcile(row.org_id, row.external_id)
+            await self._store.put_subscription(_removed(row))
+            try:
+                graph = self._graph_for_tenant(tenant)
+                await graph.delete_subscription(row.subscription_id, api_version="beta")
+            except TeamsEhrError as exc:
+                _log.info("ended visit's subscription not deleted (%s)", exc.reason)
+        elif row.expires_at <= now:
+            await manager.recreate(row)
+        elif row.expires_at <= now + manager.lifetime / 3:
+            await manager.renew(row)
 
     async def _visit_over(self, org_id: str, external_id: str, now: datetime) -> bool:
         delay = self._config.reconcile_delay
@@ -390,17 +399,24 @@ class AttendanceRuntime:
         poll = self._config.poll_interval.total_seconds()
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: self.processor.run(stop=stop, poll_seconds=poll))
-            group.start_soon(lambda: self.outbox.run(stop, idle=poll))
-            group.start_soon(self._maintenance_loop, stop)
+            group.start_soon(self._loop, stop, self.outbox.run_once, poll)
+            group.start_soon(self._loop, stop, self.maintain, self._config.renewal_interval)
 
-    async def _maintenance_loop(self, stop: anyio.Event) -> None:
+    async def _loop(
+        self, stop: anyio.Event, step: Callable[[], Awaitable[object]], every: float | timedelta
+    ) -> None:
+        """Run ``step`` until ``stop``; idle ``every`` after an idle or failed step. A failure
+        (the store or an EHR being down) is logged and retried, never ends the loop."""
+        idle = every.total_seconds() if isinstance(every, timedelta) else every
         while not stop.is_set():
             try:
-                await self.maintain()
-            except TeamsEhrError as exc:
-                _log.warning("attendance maintenance failed (%s); will retry", exc.reason)
-            with anyio.move_on_after(self._config.renewal_interval.total_seconds()):
-                await stop.wait()
+                busy = bool(await step())
+            except Exception as exc:
+                _log.warning("attendance loop step failed (%s)", getattr(exc, "reason", type(exc).__name__))  # fmt: skip
+                busy = False
+            if not busy:
+                with anyio.move_on_after(idle):
+                    await stop.wait()
 
     async def drain(self, *, rounds: int = 10) -> None:
         """Process the inbox and deliver the outbox until both are idle (tests, CLI, demo)."""
