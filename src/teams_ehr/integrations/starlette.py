@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -76,8 +77,7 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
             body, fresh = await _capped_body(request), False
             params: dict[str, str] = {}
         elif request.method == "POST":
-            form = await request.form()
-            params = {k: v for k, v in form.items() if isinstance(v, str)}
+            params = await _urlencoded_form(request)
         else:
             params = dict(request.query_params)
         incoming = IncomingRequest(
@@ -99,6 +99,19 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
         return response
 
     return endpoint
+
+
+MAX_FORM_BYTES = 65_536
+
+
+async def _urlencoded_form(request: Request) -> dict[str, str]:
+    """The ``application/x-www-form-urlencoded`` body (all our forms), without python-multipart;
+    anything else or anything larger than 64 KiB is treated as an empty form."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if media != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 def _to_starlette(result: WebResponse | WebStream) -> Response:
