@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from teams_ehr.errors import RemoteError, SecurityError
+from teams_ehr.store.protocol import OutboxState
 
 __all__ = [
     "DEFAULT",
@@ -257,7 +258,7 @@ def _number(value: float) -> str:
 LAUNCH_STAGES = ("begin", "ehr_callback", "microsoft_signin", "patient_join")
 OUTCOMES = ("ok", "refused", "remote_error", "error")
 NOTIFICATION_OUTCOMES = ("accepted", "duplicate", "rejected", "error")
-OUTBOX_STATES = ("pending", "leased", "delivered", "dead")
+OUTBOX_STATES: tuple[OutboxState, ...] = ("pending", "leased", "delivered", "dead")
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ def observe_launch(stage: str, *, metrics: StandardMetrics = DEFAULT) -> Iterato
 
 
 class _OutboxCounts(Protocol):
-    async def outbox_counts(self) -> Mapping[str, int]: ...
+    async def outbox_counts(self) -> Mapping[OutboxState, int]: ...
 
 
 async def refresh_outbox_depth(store: _OutboxCounts, *, metrics: StandardMetrics = DEFAULT) -> None:

@@ -10,16 +10,16 @@ import pytest
 from teams_ehr import metrics
 from teams_ehr.metrics import StandardMetrics
 from teams_ehr.store.factory import open_store
-from teams_ehr.store.protocol import OutboxItem
+from teams_ehr.store.protocol import OutboxItem, OutboxState
 
 pytestmark = pytest.mark.anyio
 
 
 class _Counts:
-    def __init__(self, counts: dict[str, int]) -> None:
+    def __init__(self, counts: dict[OutboxState, int]) -> None:
         self.counts = counts
 
-    async def outbox_counts(self) -> dict[str, int]:
+    async def outbox_counts(self) -> dict[OutboxState, int]:
         return self.counts
 
 
@@ -34,9 +34,12 @@ async def test_refresh_sets_every_state_including_zero() -> None:
     assert 'teams_ehr_outbox_depth{state="delivered"} 5' in text
 
 
+def clock() -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC)
+
+
 async def test_refresh_from_an_sqlite_store() -> None:
     key = secrets.token_bytes(32)
-    clock = lambda: datetime(2026, 1, 1, tzinfo=UTC)  # noqa: E731
     async with open_store("sqlite://:memory:", encryption_key=key, clock=clock) as store:
         await store.migrate()
         now = clock()
