@@ -3,17 +3,29 @@
 The protocol logic lives in generators that yield :class:`httpx.Request` and receive
 :class:`httpx.Response` (DESIGN.md rule 3); these two drivers are the only places that do I/O for
 them. Responses are read under a size cap, redirects are never followed, and network failures
-become :class:`~teams_ehr.errors.TransportError` without the URL's query string.
+become :class:`~teams_ehr.errors.TransportError` without the URL's query string. Two more rules
+let flows recover without doing I/O themselves:
+
+* a :class:`~teams_ehr.errors.TransportError` is thrown *into* the flow at its ``yield``, so the
+  flow decides (retry a connection failure, serve a stale JWKS) — a flow that does not catch it
+  lets it propagate as before;
+* a request marked with :func:`with_delay` is sent only after that many seconds, so a flow can
+  honour ``Retry-After`` without sleeping itself.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
 import httpx
 
 from teams_ehr._redact import redact_url
 from teams_ehr._types import Flow, T
 from teams_ehr.errors import TransportError
 
+_DELAY = "teams_ehr_delay_seconds"
 DEFAULT_MAX_RESPONSE_BYTES = 1_048_576
 """Cap on a response body read by the drivers (1 MiB); flows may ask for less."""
 
@@ -78,22 +90,54 @@ def _buffered(response: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
-def run_sync(flow: Flow[T], client: httpx.Client) -> T:
+def with_delay(request: httpx.Request, seconds: float) -> httpx.Request:
+    """Ask the driver to wait ``seconds`` before sending ``request``."""
+    request.extensions = {**request.extensions, _DELAY: max(0.0, seconds)}
+    return request
+
+
+def delay_of(request: httpx.Request) -> float:
+    """The wait requested by :func:`with_delay` (0 if none)."""
+    return float(request.extensions.get(_DELAY, 0.0))
+
+
+def run_sync(
+    flow: Flow[T], client: httpx.Client, *, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """Drive ``flow`` to completion on a synchronous client."""
     try:
         request = next(flow)
         while True:
-            request = flow.send(send_sync(client, request))
+            if (delay := delay_of(request)) > 0:
+                sleep(delay)
+            try:
+                response = send_sync(client, request)
+            except TransportError as exc:
+                request = flow.throw(exc)
+            else:
+                request = flow.send(response)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
-    """Drive ``flow`` to completion on an asynchronous client."""
+async def run_async(
+    flow: Flow[T],
+    client: httpx.AsyncClient,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
+    """Drive ``flow`` to completion on an asynchronous client (asyncio or trio)."""
     try:
         request = next(flow)
         while True:
-            request = flow.send(await send_async(client, request))
+            if (delay := delay_of(request)) > 0:
+                await sleep(delay)
+            try:
+                response = await send_async(client, request)
+            except TransportError as exc:
+                request = flow.throw(exc)
+            else:
+                request = flow.send(response)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 

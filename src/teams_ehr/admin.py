@@ -42,6 +42,7 @@ from typing import Protocol
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import (
@@ -55,7 +56,6 @@ from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import EnvironmentConfig, EnvironmentName, Organization, config_hash
 from teams_ehr.orgs.records import IntegrationRecords, integration_records
 from teams_ehr.orgs.registry import OrganizationRegistry
-from teams_ehr.smart._drive import drive_async
 from teams_ehr.smart.discovery import DiscoveryCache, DiscoverySnapshot
 from teams_ehr.smart.flows import LaunchResult
 from teams_ehr.smart.jwks import JwksCache
@@ -447,7 +447,7 @@ class AdminService:
         )
         try:
             flow = verify_jwt_flow(raw, profile, self._jwks, snapshot.jwks_uri, now=self._clock())
-            verified = await drive_async(flow, self._http)
+            verified = await run_async(flow, self._http)
         except TokenInvalidError:
             return None
         issuer = verified.get("iss")

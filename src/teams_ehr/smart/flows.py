@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from teams_ehr._http import run_async, run_sync
 from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import ConfigurationError, TokenInvalidError
-from teams_ehr.smart._drive import drive_async, drive_sync
 from teams_ehr.smart.authorize import (
     AuthorizationRedirect,
     PendingAuthorization,
@@ -354,13 +354,13 @@ class SmartLaunchClient(_LaunchClientBase):
         client_id = _epic_client_id(self.config)
         smart = self._discovery.get_sync(self._http, base, epic_client_id=client_id)
         flow = self._authorize(smart, base, org_id, launch, session_id, approved, scopes)
-        return drive_sync(flow, self._http)
+        return run_sync(flow, self._http)
 
     def complete_launch(
         self, pending: PendingAuthorization | None, params: Mapping[str, str], *, session_id: str
     ) -> LaunchResult:
         """Callback → token → verified id_token → context; ``pending`` was taken by state."""
-        token = drive_sync(self._redeem(pending, params, session_id), self._http)
+        token = run_sync(self._redeem(pending, params, session_id), self._http)
         checked, check = self._checked(pending)
         claims = None
         if check is not None:
@@ -407,13 +407,13 @@ class AsyncSmartLaunchClient(_LaunchClientBase):
         client_id = _epic_client_id(self.config)
         smart = await self._discovery.get(self._http, base, epic_client_id=client_id)
         flow = self._authorize(smart, base, org_id, launch, session_id, approved, scopes)
-        return await drive_async(flow, self._http)
+        return await run_async(flow, self._http)
 
     async def complete_launch(
         self, pending: PendingAuthorization | None, params: Mapping[str, str], *, session_id: str
     ) -> LaunchResult:
         """See :meth:`SmartLaunchClient.complete_launch`."""
-        token = await drive_async(self._redeem(pending, params, session_id), self._http)
+        token = await run_async(self._redeem(pending, params, session_id), self._http)
         checked, check = self._checked(pending)
         claims = None
         if check is not None:

@@ -30,11 +30,10 @@ import anyio
 import httpx
 import jwt
 
-from teams_ehr._http import with_max_bytes
+from teams_ehr._http import run_async, run_sync, with_max_bytes
 from teams_ehr._redact import get_logger, redact_url
 from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import ConfigurationError, RemoteError, TokenInvalidError, TransportError
-from teams_ehr.smart._drive import drive_async, drive_sync
 
 __all__ = ["JWKS_UNAVAILABLE", "JwksCache", "kty_for_alg"]
 
@@ -151,7 +150,7 @@ class JwksCache:
         probe.close()
         lock = self._async_locks.setdefault(jwks_uri, anyio.Lock())
         async with lock:  # the first caller fetches; the others re-check the cache
-            return await drive_async(self.key_flow(jwks_uri, kid, alg), client)
+            return await run_async(self.key_flow(jwks_uri, kid, alg), client)
 
     def get_key_sync(
         self, client: httpx.Client, jwks_uri: str, kid: str | None, alg: str
@@ -160,7 +159,7 @@ class JwksCache:
         with self._sync_guard:
             lock = self._sync_locks.setdefault(jwks_uri, threading.Lock())
         with lock:
-            return drive_sync(self.key_flow(jwks_uri, kid, alg), client)
+            return run_sync(self.key_flow(jwks_uri, kid, alg), client)
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Sources: SMART App Launch 2.2 app-launch §"Obtain access token" and §"Refresh"
 RFC 6749 §5.1/§5.2; security.md T09 (fresh assertion per attempt), T15 (refresh single-flight).
 
 Retries. A flow cannot sleep, so :func:`token_request_flow` marks a retry request with the wait
-(``_drive.with_delay``) and :func:`request_token` / :func:`request_token_sync` sleep before sending
+(``_http.with_delay``) and :func:`request_token` / :func:`request_token_sync` sleep before sending
 it. Each attempt carries a new client assertion. What is retried:
 
 * ``client_credentials`` (nothing single-use is spent): 429, 502, 503, 504 and network failures;
@@ -33,11 +33,10 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from teams_ehr._http import with_max_bytes
+from teams_ehr._http import run_async, run_sync, with_delay, with_max_bytes
 from teams_ehr._redact import get_logger, redact_url
 from teams_ehr._types import Clock, Flow
 from teams_ehr.errors import ConfigurationError, OAuthError, TransportError, UsageError
-from teams_ehr.smart._drive import drive_async, drive_sync, with_delay
 from teams_ehr.smart.client_auth import ClientAuthentication
 
 __all__ = [
@@ -237,7 +236,7 @@ async def request_token(
 ) -> TokenResponse:
     """Run :func:`token_request_flow` on ``client``, sleeping between attempts as asked."""
     flow = token_request_flow(token_endpoint, form, auth, clock=clock, max_attempts=max_attempts)
-    return await drive_async(flow, client, sleep=sleep)
+    return await run_async(flow, client, sleep=sleep)
 
 
 def request_token_sync(
@@ -252,7 +251,7 @@ def request_token_sync(
 ) -> TokenResponse:
     """Synchronous :func:`request_token`."""
     flow = token_request_flow(token_endpoint, form, auth, clock=clock, max_attempts=max_attempts)
-    return drive_sync(flow, client, sleep=sleep)
+    return run_sync(flow, client, sleep=sleep)
 
 
 class BackendServicesTokenSource:

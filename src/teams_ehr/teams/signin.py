@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from teams_ehr._http import run_async, run_sync
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Flow
 from teams_ehr.errors import (
@@ -55,7 +56,6 @@ from teams_ehr.errors import (
     StateInvalidError,
     TokenInvalidError,
 )
-from teams_ehr.smart._drive import drive_async, drive_sync
 from teams_ehr.smart.authorize import session_binding, state_key
 from teams_ehr.smart.callback import MAX_CODE_LENGTH, extract_state
 from teams_ehr.smart.client_auth import ClientAuthentication, ClientSecretBasic
@@ -418,7 +418,7 @@ def complete_microsoft_signin(
     flow = complete_microsoft_signin_flow(
         config, params, pending, session_id=session_id, jwks=jwks, now=now
     )
-    return drive_sync(flow, client)
+    return run_sync(flow, client)
 
 
 async def complete_microsoft_signin_async(
@@ -435,4 +435,4 @@ async def complete_microsoft_signin_async(
     flow = complete_microsoft_signin_flow(
         config, params, pending, session_id=session_id, jwks=jwks, now=now
     )
-    return await drive_async(flow, client)
+    return await run_async(flow, client)
