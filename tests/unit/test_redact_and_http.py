@@ -74,3 +74,29 @@ def test_size_cap_and_transport_error() -> None:
     ):
         run_sync(flow2(), client)
     assert "CANARY" not in str(info.value)
+
+
+def test_transport_failure_is_thrown_into_the_flow_and_delays_are_honoured() -> None:
+    from teams_ehr._http import with_delay
+
+    attempts: list[str] = []
+
+    def failing_once(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        if len(attempts) == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(204)
+
+    def retrying() -> Flow[int]:
+        try:
+            yield httpx.Request("GET", "https://fhir.test/a")
+        except TransportError:
+            response = yield with_delay(httpx.Request("GET", "https://fhir.test/b"), 2.5)
+            return response.status_code
+        return 0
+
+    slept: list[float] = []
+    with httpx.Client(transport=httpx.MockTransport(failing_once)) as client:
+        assert run_sync(retrying(), client, sleep=slept.append) == 204
+    assert attempts == ["/a", "/b"]
+    assert slept == [2.5]
