@@ -123,9 +123,14 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     clinician.bring_to_front()
     clinician.get_by_test_id("admit").wait_for()
     _shot(clinician, "08-clinician-sees-lobby")
+    if has_webhook_route():  # the teams-ehr live roster (SSE) saw the patient arrive (D3)
+        clinician.wait_for_selector("#live-roster[data-roles*='patient:lobby_entered']")
     clinician.get_by_test_id("admit").click()
     patient.get_by_text("You are in the meeting.").wait_for()  # updates by itself too
-    _shot(patient, "09-patient-admitted")
+    if has_webhook_route():
+        clinician.wait_for_selector("#live-roster[data-roles*='patient:admitted']")
+        _shot(clinician, "09-clinician-live-roster")
+    _shot(patient, "10-patient-admitted")
     assert "Alex Rivera" in clinician.get_by_test_id("in-meeting").inner_text()
 
     patient.get_by_test_id("leave").click()
@@ -133,7 +138,7 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     assert "left the meeting" in clinician.get_by_test_id("me-status").inner_text()
 
     clinician.goto(demo_server.url + "attendance")
-    _shot(clinician, "10-attendance")
+    _shot(clinician, "11-attendance")
     if has_webhook_route():
         written = clinician.get_by_test_id("fhir-DocumentReference").inner_text()
         assert "(0)" not in written

@@ -132,9 +132,10 @@ def test_the_whole_visit_by_plain_http(
         attendance = clinician.get("/attendance")
         _page_headers(attendance)
         if has_webhook_route():  # attendance is wired into the runtime: it reached the EHR
-            assert world.sandbox.fhir.resources("DocumentReference") or (
-                world.sandbox.fhir.resources("AuditEvent")
-            )
+            (note,) = world.sandbox.fhir.resources("DocumentReference")  # the Epic note (D4)
+            assert note["context"]["encounter"]
+            assert "note-text" in attendance.text
+            assert "&quot;no_show&quot;: false" in attendance.text  # the visit report (D7)
         canaries = [
             *(a.patient_name for a in world.appointments.values()),
             *(a.patient_id for a in world.appointments.values()),

@@ -1,10 +1,12 @@
-"""Connect the simulated meeting rooms to the runtime's attendance webhook (SPEC E3, D1–D3).
+"""Connect the simulated meeting rooms to the runtime's attendance pipeline (SPEC E3, D1–D7).
 
-When the runtime's route table serves Graph's change notifications, FakeGraph is given a webhook
-client into this very app (so the subscription's validation handshake reaches it), and every room
-change is POSTed by :class:`~teams_ehr.testing.graph_notifier.GraphNotifier` as Graph would: an
-encrypted rich notification with validation tokens. Without such a route the rooms still work;
-the pages then say that no attendance is recorded.
+FakeGraph's subscription handshakes and :attr:`Sandbox.notifier`'s notifications (encrypted rich
+notifications with validation tokens, as Graph sends them) are POSTed through a client into this
+very app, so they reach the FastAPI example's webhook routes over the same stack a real Graph
+would. After each room change the demo then lets the pipeline catch up at once
+(:meth:`~teams_ehr.attendance.runtime.AttendanceRuntime.drain` and ``maintain``: inbox → facts →
+live roster → outbox → FHIR, and the end-of-visit reconciliation with the attendance report), so
+the pages show the result without waiting for the background loops (which run too).
 """
 
 from __future__ import annotations
@@ -18,35 +20,35 @@ import httpx
 from teams_ehr.app import TeamsEhr
 from teams_ehr.demo.world import DemoWorld
 from teams_ehr.integrations.routes import ROUTES
-from teams_ehr.testing.graph_notifier import GraphNotifier
-from teams_ehr.testing.sandbox import MICROSOFT_CLIENT_ID
 
 __all__ = ["attach_attendance", "has_webhook_route"]
 
 
 def has_webhook_route() -> bool:
     """Whether the runtime's route table receives Graph change notifications."""
-    return any("notification" in spec.name for spec in ROUTES)
+    return any(spec.name == "graph_notifications" for spec in ROUTES)
 
 
 @asynccontextmanager
-async def attach_attendance(
-    world: DemoWorld, runtime: TeamsEhr, app: Any
-) -> AsyncIterator[GraphNotifier | None]:
-    """While open, room changes reach the runtime's webhook (when it has one)."""
-    if not has_webhook_route():
-        yield None
+async def attach_attendance(world: DemoWorld, runtime: TeamsEhr, app: Any) -> AsyncIterator[bool]:
+    """While open, room changes reach the runtime's webhook; yields whether attendance is on."""
+    attendance = runtime.attendance
+    if attendance is None or not has_webhook_route():
+        yield False
         return
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=world.app_base_url) as client:
-        graph = world.sandbox.graph
-        graph.subscriptions.webhook_client = client
-        notifier = GraphNotifier(
-            graph, world.sandbox.entra, app_id=MICROSOFT_CLIENT_ID, webhook_client=client
-        )
-        world.notifier = notifier.flush
+        sandbox = world.sandbox
+        sandbox.connect_webhooks(client)
+
+        async def deliver() -> None:
+            await sandbox.notifier.flush()
+            await attendance.drain()
+            await attendance.maintain()  # reconciles visits whose call has ended
+            await attendance.drain()
+
+        world.notifier = deliver
         try:
-            yield notifier
+            yield True
         finally:
             world.notifier = None
-            graph.subscriptions.webhook_client = None

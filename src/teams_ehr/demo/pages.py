@@ -58,14 +58,39 @@ DEMO_JS = """
   }
   var roster = document.getElementById('live-roster');
   if (roster && roster.dataset.sse && window.EventSource) {
-    var list = roster.querySelector('ul');
-    var source = new EventSource(roster.dataset.sse);
-    source.onmessage = function (event) {
-      var item = document.createElement('li');
-      item.textContent = event.data;
-      list.appendChild(item);
-      roster.dataset.events = String(list.children.length);
+    var people = {}, call = null, count = 0;
+    var render = function () {
+      var list = roster.querySelector('ul');
+      list.textContent = '';
+      Object.keys(people).forEach(function (key) {
+        var p = people[key], item = document.createElement('li');
+        item.textContent = p.at.substr(11, 8) + ' UTC \u2014 ' + p.role + ': ' + p.kind;
+        list.appendChild(item);
+      });
+      roster.querySelector('.call').textContent = call ? 'call: ' + call : '';
+      roster.dataset.events = String(count);
+      roster.dataset.roles = Object.keys(people).map(function (k) {
+        return people[k].role + ':' + people[k].kind;
+      }).sort().join(' ');
     };
+    var apply = function (e) {
+      if (e.kind === 'call_started' || e.kind === 'call_ended') { call = e.kind; return; }
+      people[e.participant] = e;
+    };
+    var source = new EventSource(roster.dataset.sse);
+    source.addEventListener('snapshot', function (m) {
+      var s = JSON.parse(m.data);
+      people = {};
+      call = s.call && s.call.kind;
+      (s.participants || []).forEach(apply);
+      render();
+    });
+    source.addEventListener('attendance', function (m) {
+      count += 1;
+      apply(JSON.parse(m.data));
+      render();
+    });
+    source.addEventListener('closed', function () { source.close(); });
   }
 })();
 """

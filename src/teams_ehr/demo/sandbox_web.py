@@ -322,7 +322,8 @@ async def _live_roster(world: DemoWorld, handle: str, me: str) -> str:
     return (
         f"<section id='live-roster' data-sse='{e(url)}' data-events='0'>"
         "<h3>teams-ehr live roster</h3><p class='note'>Roles, kinds and times only, as the "
-        "clinician's app receives them (Server-Sent Events).</p><ul></ul></section>"
+        "clinician's app receives them (Server-Sent Events).</p><p class='call'></p>"
+        "<ul data-testid='live-roster'></ul></section>"
     )
 
 

@@ -102,6 +102,7 @@ class DemoServer:
             log_level="warning",
             access_log=False,  # request lines carry codes, launch values and join tokens
             ws="none",
+            timeout_graceful_shutdown=2,  # open live-roster streams must not hold up Ctrl-C
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

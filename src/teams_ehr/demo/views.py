@@ -10,6 +10,7 @@ sandbox approver and shows the integration records (SPEC C2) as a table and JSON
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -141,11 +142,25 @@ async def _portal(world: DemoWorld, links: dict[str, str]) -> str:
     return layout("Patient portal (sandbox)", "".join(sections), theme="portal")
 
 
+def _note(resource: dict[str, Any]) -> str:
+    """The text/plain attachment of a clinical note, decoded (what the clinician reads)."""
+    for content in resource.get("content") or []:
+        attachment = content.get("attachment") or {}
+        if attachment.get("contentType", "").startswith("text/plain") and attachment.get("data"):
+            try:
+                text = base64.b64decode(attachment["data"]).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return ""
+            return f"<pre data-testid='note-text'>{e(text)}</pre>"
+    return ""
+
+
 async def _attendance(world: DemoWorld) -> str:
     parts = []
     for rtype in FHIR_TYPES:
         resources = world.sandbox.fhir.resources(rtype)
-        listing = "".join(pretty_json(r) for r in resources) or "<p class='note'>none yet</p>"
+        listing = "".join(_note(r) + pretty_json(r) for r in resources)
+        listing = listing or "<p class='note'>none yet</p>"
         parts.append(
             f"<section data-testid='fhir-{e(rtype)}'><h3>{e(rtype)} "
             f"<span class='note'>({len(resources)})</span></h3>{listing}</section>"

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
 from teams_ehr.app import TeamsEhr
+from teams_ehr.config import AttendanceSettings
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import EnvironmentConfig, Organization, config_hash
 from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
@@ -51,7 +52,16 @@ class DemoNotFoundError(LookupError):
 
 
 class DemoSandbox(Sandbox):
-    """The sandbox with an app on a loopback ``http`` origin (the demo server itself)."""
+    """The sandbox with an app on a loopback ``http`` origin (the demo server itself), and an
+    attendance pipeline that reconciles as soon as a call ends (a person is watching)."""
+
+    def __init__(self, *, app_base_url: str) -> None:
+        attendance = AttendanceSettings(
+            reconcile_delay=timedelta(0),
+            poll_interval=timedelta(milliseconds=500),
+            roster_heartbeat=timedelta(seconds=5),
+        )
+        super().__init__(app_base_url=app_base_url, attendance=attendance)
 
     def environment_config(self) -> EnvironmentConfig:
         return EnvironmentConfig(
