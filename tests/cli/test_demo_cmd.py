@@ -28,7 +28,7 @@ def test_web_demo_prints_one_url_and_serves_it(
     def serve_briefly(server: DemoServer) -> None:  # instead of blocking until Ctrl-C
         server.start()
         try:
-            for path in ("", "ehr", "portal", "admin", "attendance"):
+            for path in ("", "ehr", "portal", "demo/admin", "attendance"):
                 pages[path] = httpx.get(server.url + path).status_code
         finally:
             server.stop()

@@ -20,7 +20,7 @@ from leaks import assert_no_leak
 from teams_ehr.demo.attendance_bridge import has_webhook_route
 from teams_ehr.demo.server import DemoServer
 
-PAGES = ("/", "/ehr", "/portal", "/attendance", "/admin")
+PAGES = ("/", "/ehr", "/portal", "/attendance", "/demo/admin")
 
 
 def _page_headers(response: httpx.Response) -> None:
@@ -55,16 +55,16 @@ def test_launch_is_refused_until_the_admin_approves(demo_server: DemoServer) -> 
         assert "pending approval" in schedule.text
         refused = clinician.click(schedule, "begin-appt-1001")
         assert refused.status_code == 400
-        admin = clinician.get("/admin")
+        admin = clinician.get("/demo/admin")
         assert "pending_approval" in admin.text
         approved = clinician.click(admin, "approve-sandbox-clinic")
         _page_headers(approved)
         assert "Integration records" in approved.text
-        records = clinician.get("/admin/records/sandbox-clinic/test.json").json()
+        records = clinician.get("/demo/admin/records/sandbox-clinic/test.json").json()
         assert records["provider_launch_url"] == demo_server.url + "launch/sandbox-clinic/test"
         assert records["fhir_base"] == demo_server.world.sandbox.ehr.base_url
         assert records["context_tokens"] == ["sessionId=%CSN%"]
-        assert clinician.get("/admin/records/sandbox-clinic/prod.json").status_code == 404
+        assert clinician.get("/demo/admin/records/sandbox-clinic/prod.json").status_code == 404
     finally:
         clinician.close()
 
@@ -76,7 +76,7 @@ def test_the_whole_visit_by_plain_http(
     world = demo_server.world
     clinician, patient = Clicker(demo_server.url), Clicker(demo_server.url)
     try:
-        clinician.click(clinician.get("/admin"), "approve-sandbox-clinic")
+        clinician.click(clinician.get("/demo/admin"), "approve-sandbox-clinic")
 
         # The patient is early: the portal launch says the visit is not ready (SPEC C4).
         early = patient.click(patient.get("/portal"), "portal-begin-appt-1001")

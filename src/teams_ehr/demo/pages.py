@@ -106,7 +106,7 @@ _NAV = (
     ("/ehr", "EHR schedule"),
     ("/portal", "Patient portal"),
     ("/attendance", "Attendance"),
-    ("/admin", "Admin"),
+    ("/demo/admin", "Admin"),
 )
 
 

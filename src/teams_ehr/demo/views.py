@@ -39,6 +39,10 @@ def _see_other(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=dict(SECURITY_HEADERS))
 
 
+def _last(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
 def _time(value: object) -> str:
     return e(getattr(value, "strftime", lambda _f: str(value))("%H:%M UTC"))
 
@@ -51,7 +55,7 @@ async def _start(world: DemoWorld) -> str:
         else "<span class='warn'>pending approval</span> — approve it in the admin view first"
     )
     steps = [
-        ("/admin", "Admin view", "Approve the sandbox organization as its EHR analyst; see the "
+        ("/demo/admin", "Admin view", "Approve the sandbox organization as its EHR analyst; see the "
          "integration records to enter in the EHR."),
         ("/ehr", "EHR schedule (clinician)", f"Click Begin virtual visit as {CLINICIAN_NAME}: "
          "SMART EHR launch, one-time Microsoft sign-in, into the Teams meeting as organizer."),
@@ -61,7 +65,7 @@ async def _start(world: DemoWorld) -> str:
          "the visit report."),
     ]  # fmt: skip
     items = "".join(
-        f"<li><a href='{e(href)}' data-testid='start-{e(href.strip('/'))}'>{e(title)}</a> — "
+        f"<li><a href='{e(href)}' data-testid='start-{e(_last(href))}'>{e(title)}</a> — "
         f"{e(text)}</li>"
         for href, title, text in steps
     )
@@ -197,7 +201,7 @@ async def _admin(world: DemoWorld) -> str:
             )
             if env.state == "pending_approval":
                 head += button_form(
-                    f"/admin/approve/{org.org_id}",
+                    f"/demo/admin/approve/{org.org_id}",
                     "Approve as the EHR analyst",
                     test_id=f"approve-{org.org_id}",
                 )
@@ -210,7 +214,7 @@ async def _admin(world: DemoWorld) -> str:
             rows = [(e(k), f"<code>{e(v)}</code>") for k, v in data.items()]
             sections.append(
                 f"<section>{head}<h4>Integration records</h4>{table(('Record', 'Value'), rows)}"
-                f"<p><a href='/admin/records/{e(org.org_id)}/{e(name)}.json'>JSON</a></p>"
+                f"<p><a href='/demo/admin/records/{e(org.org_id)}/{e(name)}.json'>JSON</a></p>"
                 f"{pretty_json(data)}</section>"
             )
     return layout("Admin · organizations", "".join(sections) or "<p>No organizations.</p>")
@@ -244,7 +248,7 @@ def demo_routes(world: DemoWorld) -> list[Route]:
 
     async def approve(request: Request) -> Response:
         await world.approve(request.path_params["org_id"])
-        return _see_other("/admin")
+        return _see_other("/demo/admin")
 
     async def records(request: Request) -> Response:
         org = await world.runtime.registry.get(request.path_params["org_id"])
@@ -273,8 +277,8 @@ def demo_routes(world: DemoWorld) -> list[Route]:
         Route("/portal/begin/{appointment}", portal_begin, methods=["GET"]),
         Route("/portal/text/{appointment}", portal_text, methods=["POST"]),
         Route("/attendance", page(_attendance), methods=["GET"]),
-        Route("/admin", page(_admin), methods=["GET"]),
-        Route("/admin/approve/{org_id}", approve, methods=["POST"]),
-        Route("/admin/records/{org_id}/{environment}.json", records, methods=["GET"]),
+        Route("/demo/admin", page(_admin), methods=["GET"]),
+        Route("/demo/admin/approve/{org_id}", approve, methods=["POST"]),
+        Route("/demo/admin/records/{org_id}/{environment}.json", records, methods=["GET"]),
         Route("/static/demo.js", script, methods=["GET"]),
     ]
