@@ -22,10 +22,10 @@ from starlette.routing import Route
 
 from teams_ehr.demo import pages
 from teams_ehr.demo.pages import button_form, e, layout
-from teams_ehr.demo.world import CLINICIAN_NAME, DemoNotFoundError, DemoWorld
+from teams_ehr.demo.world import APPROVER_NAME, CLINICIAN_NAME, DemoNotFoundError, DemoWorld
 from teams_ehr.errors import UsageError
 from teams_ehr.testing.meeting_room import MeetingRoom
-from teams_ehr.testing.sandbox import CLINICIAN_OID
+from teams_ehr.testing.sandbox import APPROVER_OID, CLINICIAN_OID
 from teams_ehr.web import SECURITY_HEADERS
 
 __all__ = ["form_fields", "html_response", "sandbox_routes"]
@@ -96,7 +96,9 @@ def _ehr_routes(world: DemoWorld) -> list[Route]:
         form = await form_fields(request)
         ehr.deny_consent = form.get("decision") != "allow"
         try:
-            answer = ehr.handler(httpx.Request("GET", ehr.authorize_url + "?" + form["query"]))
+            answer = ehr.handler(
+                httpx.Request("GET", ehr.authorize_url + "?" + form.get("query", ""))
+            )
         finally:
             ehr.deny_consent = False
         return _follow(answer, "EHR")
@@ -108,28 +110,35 @@ def _entra_routes(world: DemoWorld) -> list[Route]:
     entra = world.sandbox.entra
     path = "/sandbox/entra" + urlsplit(entra.authorize_endpoint).path
 
+    accounts = {
+        "clinician": (CLINICIAN_OID, CLINICIAN_NAME, "clinician@sandbox-clinic.example"),
+        "approver": (APPROVER_OID, APPROVER_NAME, "ehr.analyst@sandbox-clinic.example"),
+    }
+
     async def signin(request: Request) -> Response:
+        query = request.url.query
+        choices = "".join(
+            f"<p><b>{e(name)}</b> · {e(upn)} "
+            + button_form(path, f"Sign in as {name}", fields={"query": query, "account": key},
+                          test_id="ms-signin" if key == "clinician" else f"ms-signin-{key}")
+            + "</p>"
+            for key, (_, name, upn) in accounts.items()
+        )  # fmt: skip
         body = (
-            "<section><h2>Sign in to Microsoft 365</h2>"
-            "<p>teams-ehr needs your Microsoft identity once, to link it to your EHR user "
-            "(you will join visits as their organizer).</p>"
-            f"<p><b>{e(CLINICIAN_NAME)}</b> · clinician@sandbox-clinic.example</p>"
-            + button_form(
-                path,
-                f"Sign in as {CLINICIAN_NAME}",
-                fields={"query": request.url.query},
-                test_id="ms-signin",
-            )
-            + "</section>"
+            "<section><h2>Sign in to Microsoft 365</h2><p>Pick an account of the sandbox "
+            "tenant. The clinician signs in once, to link their EHR user to their Microsoft "
+            "identity; the EHR analyst signs in to approve the organization.</p>"
+            f"{choices}</section>"
         )
         return html_response(layout("Microsoft sign-in (sandbox)", body, theme="sandbox"))
 
     async def submit(request: Request) -> Response:
         form = await form_fields(request)
-        entra.sign_in_as(
-            CLINICIAN_OID, name=CLINICIAN_NAME, preferred_username="clinician@sandbox.example"
+        oid, name, upn = accounts.get(form.get("account", ""), accounts["clinician"])
+        entra.sign_in_as(oid, name=name, preferred_username=upn)
+        answer = entra.handler(
+            httpx.Request("GET", entra.authorize_endpoint + "?" + form.get("query", ""))
         )
-        answer = entra.handler(httpx.Request("GET", entra.authorize_endpoint + "?" + form["query"]))
         return _follow(answer, "Microsoft sign-in")
 
     return [Route(path, signin, methods=["GET"]), Route(path, submit, methods=["POST"])]

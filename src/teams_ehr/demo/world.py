@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
-from teams_ehr.app import TeamsEhr
+from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.config import AttendanceSettings
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import EnvironmentConfig, Organization, config_hash
@@ -34,6 +34,7 @@ from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import (
     APPROVER_OID,
     CLINICIAN_OID,
+    MICROSOFT_CLIENT_ID,
     SMART_CLIENT_ID,
     TENANT_ID,
     Sandbox,
@@ -43,6 +44,8 @@ __all__ = ["ORG_ID", "DemoAppointment", "DemoNotFoundError", "DemoSandbox", "Dem
 
 ORG_ID = "sandbox-clinic"
 CLINICIAN_NAME = "Dr. Demo"
+APPROVER_NAME = "Avery Analyst"
+_ADMIN_CB = "/admin/microsoft/callback"  # teams_ehr.admin's console, when a host mounts it
 _log = get_logger(__name__)
 RoomChangeListener = Callable[[], Awaitable[object]]
 
@@ -62,6 +65,12 @@ class DemoSandbox(Sandbox):
             roster_heartbeat=timedelta(seconds=5),
         )
         super().__init__(app_base_url=app_base_url, attendance=attendance)
+        secret = self.settings.microsoft.client_secret
+        self.entra.register_app(  # the clinician's binding and the admin console's sign-in
+            MICROSOFT_CLIENT_ID,
+            redirect_uris=[self.app_base_url + p for p in (MICROSOFT_CALLBACK_PATH, _ADMIN_CB)],
+            secret=None if secret is None else secret.get_secret_value(),
+        )
 
     def environment_config(self) -> EnvironmentConfig:
         return EnvironmentConfig(
