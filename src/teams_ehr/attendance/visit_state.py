@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -48,6 +48,8 @@ _GRANTS = "roster_grant"
 _SUBSCRIBED = "attendance_subscribed"
 _TARGET_TTL = timedelta(days=3)
 _LAUNCH_TTL = timedelta(minutes=10)
+_CACHE_FOR = timedelta(minutes=5)
+_CACHE_SIZE = 4096
 
 _session: ContextVar[str | None] = ContextVar("teams_ehr_visit_session", default=None)
 _launch_target: ContextVar[FhirTarget | None] = ContextVar("teams_ehr_launch", default=None)
@@ -119,6 +121,15 @@ class VisitState:
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._targets: dict[tuple[str, str], tuple[FhirTarget, datetime]] = {}
+
+    def _cache(self, org_id: str, external_id: str, target: FhirTarget) -> None:
+        """A bounded, short-lived copy (another instance may still add the encounter)."""
+        key = (org_id, external_id)
+        self._targets.pop(key, None)
+        if len(self._targets) >= _CACHE_SIZE:
+            del self._targets[next(iter(self._targets))]
+        self._targets[key] = (target, self._clock() + _CACHE_FOR)
 
     async def _has_nonce(self, namespace: str, key: str) -> bool:
         """Whether a live nonce exists; the probe leaves only an already-expired row behind."""
@@ -154,9 +165,13 @@ class VisitState:
             key, org_id=row.org_id, payload=target.model_dump_json().encode(),
             expires_at=max(row.end, now) + _TARGET_TTL,
         )  # fmt: skip
+        self._cache(row.org_id, row.external_id, target)
 
     async def target_for(self, org_id: str, external_id: str) -> FhirTarget | None:
         """The visit's FHIR target, or ``None`` for a visit this runtime never prepared."""
+        cached = self._targets.get((org_id, external_id))
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
         key = _digest("teams-ehr/visit-target", org_id, external_id)
         for _ in range(50):
             now = self._clock()
@@ -167,7 +182,9 @@ class VisitState:
                 await self._store.put_pending(
                     key, org_id=org_id, payload=taken[1], expires_at=end + _TARGET_TTL
                 )
-                return FhirTarget.model_validate_json(taken[1])
+                target = FhirTarget.model_validate_json(taken[1])
+                self._cache(org_id, external_id, target)
+                return target
             if await self._store.get_meeting(org_id, external_id) is None:
                 return None
             await anyio.sleep(0.01)  # another reader holds it between take and put
