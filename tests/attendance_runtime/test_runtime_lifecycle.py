@@ -152,3 +152,43 @@ def test_settings_from_environment(tmp_path: Path) -> None:
         == load_certificate(load_settings(environ=both), lambda: T0).certificate_id
     )
     assert ORG  # the organization id used by the other tests
+
+
+async def test_zero_reconcile_delay_writes_the_note_when_the_call_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    sandbox = make_sandbox(tmp_path, clock, reconcile_delay=timedelta(0))
+    async with open_host(sandbox) as host:
+        await sandbox.seed_organization(host.runtime)
+        sandbox.seed_appointment("appt-rt-1", start=T0, minutes=30)
+        meeting = await launch_visit(host, sandbox)
+        play_visit(sandbox, clock, meeting.meeting_id)
+        await sandbox.notifier.flush()
+        await host.attendance.drain()  # no maintenance run, no clock advance
+        [note] = sandbox.fhir.resources("DocumentReference")
+        text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+        assert "Patient waited in the lobby: 4 min 0 s" in text
+
+
+async def test_visit_prepared_without_a_launch(tmp_path: Path) -> None:
+    """A visit prepared ahead (no browser session, no launch context): the target comes from
+    an ``Encounter/…`` visit key, and nobody holds a roster grant."""
+    clock = Clock()
+    sandbox = make_sandbox(tmp_path, clock)
+    async with open_host(sandbox) as host:
+        await sandbox.seed_organization(host.runtime, writer="audit_event")
+        await host.runtime.visits.prepare_visit(
+            ORG,
+            visit_key="Encounter/enc-9",
+            organizer_oid="5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+            start=T0,
+            end=T0 + timedelta(minutes=30),
+        )
+        [meeting_id] = list(sandbox.graph.meetings)
+        meeting = await host.runtime.store.find_meeting_by_id(meeting_id)
+        assert meeting is not None
+        target = await host.attendance.visits.target_for(ORG, meeting.external_id)
+        assert target is not None
+        assert target.encounter == "Encounter/enc-9"
+        assert sandbox.graph.subscriptions.items  # subscribed all the same
+        reply = await host.browser.get(f"/visits/{ORG}/{meeting.external_id}/roster")
+        assert reply.status_code == 403

@@ -164,7 +164,7 @@ class AttendanceRuntime:
             inbox=store, facts=store, meetings=store, bus=store, keyer=self.keyer,
             worker=self.worker_id, sink=OutboxSink(
                 store, writers_for_org=self._writers_for_org, target_for_visit=self.visits.target_for,
-                facts=store, clock=clock,
+                facts=store, clock=clock, on_call_ended=self._call_ended,
             ),
             lifecycle=self._lifecycle, clock=clock, security=self.security,
         )  # fmt: skip
@@ -313,6 +313,12 @@ class AttendanceRuntime:
         """``missed`` / re-created subscription mid-visit: fill the per-fact gaps now; the note
         waits for the final reconciliation."""
         await self.reconcile(org_id, external_id, final=False)
+
+    async def _call_ended(self, org_id: str, external_id: str, at: datetime) -> None:
+        """With ``reconcile_delay`` zero (demos, or EHRs that want the note at once) the final
+        reconciliation runs as soon as the end is notified; otherwise maintenance runs it."""
+        if self._config.reconcile_delay <= timedelta(0):
+            await self.reconcile(org_id, external_id)
 
     async def reconcile(self, org_id: str, external_id: str, *, final: bool = True) -> int:
         """Reconcile one visit with its attendance report; ``final`` adds the per-visit note.
