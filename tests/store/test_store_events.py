@@ -80,3 +80,23 @@ async def test_iteration_ends_when_store_closes(maker: object) -> None:
         await store.publish("visit/3", "reopened")
         with anyio.fail_after(5):
             assert await again.__anext__() == "reopened"
+
+
+async def test_cancelled_waits_lose_no_message(store: SqlStore) -> None:
+    """Viewers wait with a timeout (SSE heartbeats); a cancelled wait must not eat a message."""
+    got: list[str] = []
+    async with store.subscribe("visit/5") as sub:
+
+        async def publish_all() -> None:
+            for n in range(EVENT_BUFFER * 4):
+                await store.publish("visit/5", str(n))
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_all)
+            with anyio.fail_after(10):
+                while len(got) < EVENT_BUFFER * 4:
+                    with anyio.move_on_after(0):
+                        got.append(await sub.__anext__())
+                    await anyio.lowlevel.checkpoint()
+    assert got == [str(n) for n in range(EVENT_BUFFER * 4)]
