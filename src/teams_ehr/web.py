@@ -9,7 +9,9 @@ browser (it could tell an attacker which check failed). :class:`WebStream` is a 
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -105,9 +107,16 @@ _PUBLIC_TEXT = {
 
 
 def error_response(exc: TeamsEhrError) -> WebResponse:
-    """The generic page for ``exc``: status from its hint, text by status only."""
+    """The generic page for ``exc``: status from its hint, text by status only; a 429 or 503
+    from an error that knows its ``retry_after`` also says when to retry."""
     status = exc.http_status_hint
     if isinstance(exc, SecurityError) and status >= 500:
         status = 400
     text = _PUBLIC_TEXT.get(status, "Something went wrong. Please try again later.")
-    return html_page(f"<p>{html.escape(text)}</p>", status=status, title="teams-ehr")
+    page = html_page(f"<p>{html.escape(text)}</p>", status=status, title="teams-ehr")
+    retry_after = getattr(exc, "retry_after", None)
+    if status in (429, 503) and isinstance(retry_after, int | float) and retry_after > 0:
+        # RFC 9110 §10.2.3 / RFC 6585 §4: tell a rate-limited client when to come back
+        retry = ("Retry-After", str(math.ceil(retry_after)))
+        page = dataclasses.replace(page, headers=(*page.headers, retry))
+    return page
