@@ -321,8 +321,7 @@ def main() -> None:
     print(text)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    if not args.quick:
-        (results / "clinic_burst.md").write_text(text)
+    (results / "clinic_burst.md").write_text(text)
 
 
 if __name__ == "__main__":
