@@ -192,20 +192,26 @@ async def per_call_cpu(variant: str, url: str, calls: int) -> float:
         return (time.process_time() - started) / calls * 1000
 
 
-async def raw_ensure(url: str, http: httpx.AsyncClient, external_id: str) -> str:
-    """The same three HTTP exchanges as ensure_meeting, hand-written with httpx (baseline)."""
+async def raw_ensure(
+    url: str, http: httpx.AsyncClient, gate: asyncio.Semaphore, external_id: str
+) -> str:
+    """The same three HTTP exchanges as ensure_meeting, hand-written with httpx (baseline), with
+    the same bound on requests in flight as GraphClient (one semaphore slot per request)."""
     from teams_ehr.teams.lobby import PRESETS
 
     headers = {"Authorization": "Bearer bench-token", "Prefer": "include-unknown-enum-members"}
     base = f"{url}/v1.0/users/{ORGANIZER}/onlineMeetings"
-    created = await http.post(
-        f"{base}/createOrGet", json=BODY | {"externalId": external_id}, headers=headers
-    )
+    async with gate:
+        created = await http.post(
+            f"{base}/createOrGet", json=BODY | {"externalId": external_id}, headers=headers
+        )
     meeting_id = created.json()["id"]
     item = f"{base}/{quote(meeting_id, safe='')}"
-    patched = await http.patch(item, json=PRESETS["patient_visit"].to_patch(), headers=headers)
+    async with gate:
+        patched = await http.patch(item, json=PRESETS["patient_visit"].to_patch(), headers=headers)
     patched.raise_for_status()
-    current = (await http.get(item, headers=headers)).json()
+    async with gate:
+        current = (await http.get(item, headers=headers)).json()
     if current["lobbyBypassSettings"]["scope"] != "organizer":
         raise RuntimeError("lobby not applied")
     return str(current["id"])
@@ -214,14 +220,12 @@ async def raw_ensure(url: str, http: httpx.AsyncClient, external_id: str) -> str
 async def raw_burst(url: str, size: int) -> float:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
-        gate = asyncio.Semaphore(32)  # same in-flight bound as GraphClient's default
-
-        async def one(i: int) -> str:
-            async with gate:
-                return await raw_ensure(url, http, f"raw-{i}")
-
+        gate = asyncio.Semaphore(32)  # GraphClient's default max_concurrent_requests
         started = time.perf_counter()
-        ids = await asyncio.gather(*(one(i) for i in range(size)))
+        run = os.urandom(8).hex()  # new meetings every run, like the factory's fresh key
+        ids = await asyncio.gather(
+            *(raw_ensure(url, http, gate, f"raw-{run}-{i}") for i in range(size))
+        )
         wall = time.perf_counter() - started
     if len(set(ids)) != size:
         raise RuntimeError("raw burst lost meetings")
