@@ -34,6 +34,7 @@ __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
     "Counter",
     "Gauge",
+    "exposition",
     "LabelRule",
     "MetricsRegistry",
     "StandardMetrics",
@@ -371,6 +372,16 @@ async def refresh_outbox_depth(store: _OutboxCounts, *, metrics: StandardMetrics
     counts = await store.outbox_counts()
     for state in OUTBOX_STATES:
         metrics.outbox_depth.set(counts.get(state, 0), state=state)
+
+
+async def exposition(
+    store: _OutboxCounts | None = None, *, metrics: StandardMetrics = DEFAULT
+) -> str:
+    """What a ``/metrics`` endpoint answers (with :data:`PROMETHEUS_CONTENT_TYPE`): the outbox
+    gauge refreshed from ``store`` when given, then every family rendered."""
+    if store is not None:
+        await refresh_outbox_depth(store, metrics=metrics)
+    return metrics.registry.render_prometheus()
 
 
 def snapshot(metrics: StandardMetrics = DEFAULT) -> dict[str, dict[str, object]]:

@@ -52,3 +52,12 @@ async def test_refresh_from_an_sqlite_store() -> None:
         await metrics.refresh_outbox_depth(store, metrics=std)
         values = {labels["state"]: value for labels, value in std.outbox_depth.samples()}
         assert values == {"pending": 2.0, "leased": 0.0, "delivered": 0.0, "dead": 1.0}
+
+
+async def test_exposition_refreshes_the_gauge_then_renders() -> None:
+    std = StandardMetrics()
+    metrics.record_dead_letter(metrics=std)
+    text = await metrics.exposition(_Counts({"dead": 2}), metrics=std)
+    assert 'teams_ehr_outbox_depth{state="dead"} 2' in text
+    assert "teams_ehr_dead_letters_total 1" in text
+    assert await metrics.exposition(metrics=std) == text  # without a store: last values

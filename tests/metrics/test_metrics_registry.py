@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from leaks import assert_no_leak
 from teams_ehr import metrics
 from teams_ehr.errors import (
     FhirUnavailableError,
@@ -205,3 +206,14 @@ def test_snapshot_is_plain_data() -> None:
         "help": "Meetings created or got, by outcome.",
         "samples": [{"labels": {"outcome": "ok"}, "value": 1.0}],
     }
+
+
+def test_identifiers_passed_as_label_values_never_reach_the_output() -> None:
+    std = StandardMetrics()
+    canaries = ["patient-canary-8675309", "Practitioner/canary-e1", "eyJcanary.token.value"]
+    for canary in canaries:
+        metrics.record_launch(canary, canary, metrics=std)
+        metrics.record_meeting(canary, metrics=std)
+        metrics.record_security_refusal(canary, metrics=std)
+        metrics.record_notification(canary, metrics=std)
+    assert_no_leak(canaries, metrics.render_prometheus(std), metrics.snapshot(std))
