@@ -90,7 +90,7 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
 
     clinician.goto(demo_server.url)
     _shot(clinician, "01-start")
-    clinician.get_by_test_id("start-admin").click()
+    clinician.get_by_test_id("start-demo-admin").click()
     clinician.get_by_test_id("approve-sandbox-clinic").click()
     assert clinician.get_by_test_id("state-sandbox-clinic-test").inner_text() == "active"
     _shot(clinician, "02-admin-approved")
@@ -128,7 +128,10 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     clinician.get_by_test_id("admit").click()
     patient.get_by_text("You are in the meeting.").wait_for()  # updates by itself too
     if has_webhook_route():
-        clinician.wait_for_selector("#live-roster[data-roles*='patient:admitted']")
+        clinician.wait_for_function(  # admitted, then connected: either is "in the meeting"
+            "/patient:(admitted|connected)/.test("
+            "document.getElementById('live-roster').dataset.roles || '')"
+        )
         _shot(clinician, "09-clinician-live-roster")
     _shot(patient, "10-patient-admitted")
     assert "Alex Rivera" in clinician.get_by_test_id("in-meeting").inner_text()

@@ -75,7 +75,8 @@ DEMO_JS = """
     };
     var apply = function (e) {
       if (e.kind === 'call_started' || e.kind === 'call_ended') { call = e.kind; return; }
-      people[e.participant] = e;
+      var known = people[e.participant];
+      if (!known || e.at >= known.at) { people[e.participant] = e; }
     };
     var source = new EventSource(roster.dataset.sse);
     source.addEventListener('snapshot', function (m) {

@@ -52,6 +52,7 @@ def build_demo_app(world: DemoWorld) -> BrowserGateway:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with example.router.lifespan_context(example):  # the example's own lifespan
             await world.seed(runtime)
+            world.install_console(runtime)
             if outer is not None:
                 async with attach_attendance(world, runtime, outer):
                     yield

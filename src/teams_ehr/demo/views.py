@@ -23,10 +23,11 @@ from teams_ehr.attendance.reports import report_visit
 from teams_ehr.demo import pages
 from teams_ehr.demo.pages import button_form, e, layout, pretty_json, table
 from teams_ehr.demo.sandbox_web import html_response
-from teams_ehr.demo.world import CLINICIAN_NAME, ORG_ID, DemoWorld
+from teams_ehr.demo.world import APPROVER_NAME, CLINICIAN_NAME, ORG_ID, DemoWorld
 from teams_ehr.errors import ApprovalRequiredError
 from teams_ehr.orgs.models import EnvironmentName
 from teams_ehr.orgs.records import integration_records
+from teams_ehr.testing.sandbox import TENANT_ID
 from teams_ehr.web import SECURITY_HEADERS
 
 __all__ = ["FHIR_TYPES", "demo_routes"]
@@ -39,8 +40,8 @@ def _see_other(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=dict(SECURITY_HEADERS))
 
 
-def _last(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+def _test_id(path: str) -> str:
+    return path.strip("/").replace("/", "-")
 
 
 def _time(value: object) -> str:
@@ -55,8 +56,8 @@ async def _start(world: DemoWorld) -> str:
         else "<span class='warn'>pending approval</span> — approve it in the admin view first"
     )
     steps = [
-        ("/demo/admin", "Admin view", "Approve the sandbox organization as its EHR analyst; see the "
-         "integration records to enter in the EHR."),
+        ("/demo/admin", "Sandbox admin view", "Organizations and their state; approve in one "
+         "click as the sandbox's EHR analyst; the integration records to enter in the EHR."),
         ("/ehr", "EHR schedule (clinician)", f"Click Begin virtual visit as {CLINICIAN_NAME}: "
          "SMART EHR launch, one-time Microsoft sign-in, into the Teams meeting as organizer."),
         ("/portal", "Patient portal (open in another tab)", "Begin virtual visit as the patient: "
@@ -64,8 +65,14 @@ async def _start(world: DemoWorld) -> str:
         ("/attendance", "Attendance", "After the visit: what was written to the sandbox EHR and "
          "the visit report."),
     ]  # fmt: skip
+    if world.console:  # the library's admin console is mounted: the real approval flow
+        steps.insert(0, (
+            "/admin", "Admin console (teams-ehr)", f"Sign in with tenant ID {TENANT_ID} as "
+            f"{APPROVER_NAME}, review the organization, sign in to the EHR to prove its FHIR "
+            "base URL, approve; then the integration records.",
+        ))  # fmt: skip
     items = "".join(
-        f"<li><a href='{e(href)}' data-testid='start-{e(_last(href))}'>{e(title)}</a> — "
+        f"<li><a href='{e(href)}' data-testid='start-{e(_test_id(href))}'>{e(title)}</a> — "
         f"{e(text)}</li>"
         for href, title, text in steps
     )

@@ -60,6 +60,7 @@ class DemoSandbox(Sandbox):
 
     def __init__(self, *, app_base_url: str) -> None:
         attendance = AttendanceSettings(
+            workers=False,  # driven by teams_ehr.demo.attendance_bridge instead
             reconcile_delay=timedelta(0),
             poll_interval=timedelta(milliseconds=500),
             roster_heartbeat=timedelta(seconds=5),
@@ -123,6 +124,7 @@ class DemoWorld:
         self._rooms: dict[str, str] = {}  # opaque room handle → Graph meeting id
         self.people: dict[tuple[str, str], tuple[str, str]] = {}  # (room, id) → (name, kind)
         self.notifier: RoomChangeListener | None = None
+        self.console = False  # the library's admin console is mounted at /admin
         self._runtime: TeamsEhr | None = None
 
     def __repr__(self) -> str:
@@ -142,6 +144,24 @@ class DemoWorld:
         if await runtime.registry.get(ORG_ID) is None:
             await self.sandbox.seed_organization(runtime, org_id=ORG_ID, approve=False)
             await runtime.registry.submit_for_approval(ORG_ID, "test", actor=APPROVER_OID)
+
+    def install_console(self, runtime: TeamsEhr) -> bool:
+        """When the host mounts the library's admin console (SPEC C1, C2) and the runtime did not
+        build one, install it with the sandbox approver as administrator; ``True`` if mounted."""
+        from teams_ehr.integrations.routes import ROUTES
+
+        if not any(spec.name == "admin_home" for spec in ROUTES):
+            return False
+        if getattr(runtime, "admin", None) is None:
+            from teams_ehr.admin import AdminPolicy
+            from teams_ehr.integrations.admin_routes import install_admin
+
+            policy = AdminPolicy(
+                administrators={TENANT_ID: frozenset({APPROVER_OID})}, allow_http=True
+            )
+            install_admin(runtime, policy=policy)
+        self.console = True
+        return True
 
     async def approve(self, org_id: str) -> Organization:
         """Approve the test environment as the sandbox's designated approver.
