@@ -54,3 +54,15 @@ def test_web_demo_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> Non
 def test_web_demo_host_is_loopback_only() -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--host", "0.0.0.0", "--no-browser"])
+
+
+def test_ctrl_c_stops_the_web_demo_cleanly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(server: DemoServer) -> None:
+        server.stop()  # what uvicorn does on Ctrl-C, then it re-raises the signal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_cmd, "serve", interrupted)
+    assert main(["demo", "--port", "0", "--no-browser"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("stopped.")

@@ -13,6 +13,7 @@ Nothing leaves the machine: every request goes to the in-process fakes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -82,7 +83,9 @@ def web_demo(*, host: str, port: int | None, open_browser: bool) -> int:
     print(f"teams-ehr demo: open {server.url}  (Ctrl-C stops it)", flush=True)
     if open_browser:
         threading.Thread(target=_open_when_ready, args=(server,), daemon=True).start()
-    serve(server)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
+        serve(server)
+    print("teams-ehr demo: stopped.")
     return 0
 
 
