@@ -18,7 +18,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -146,7 +146,7 @@ class MeetingRow:
     external_id: str
     organizer_oid: str
     meeting_id: str
-    join_url: str
+    join_url: str = field(repr=False)
     start: datetime
     end: datetime
     state: Literal["active", "cancelled"]
@@ -191,7 +191,7 @@ class SubscriptionRow:
     subscription_id: str
     org_id: str
     external_id: str
-    client_state: str
+    client_state: str = field(repr=False)
     expires_at: datetime
     state: Literal["pending", "active", "removed"]
 
@@ -208,7 +208,7 @@ class SubscriptionStore(Protocol):
 class InboxItem:
     org_id: str
     dedupe_key: str
-    payload: bytes
+    payload: bytes = field(repr=False)
     received_at: datetime
     item_id: int | None = None
 
@@ -233,7 +233,7 @@ class OutboxItem:
     org_id: str
     idempotency_key: str
     kind: str
-    payload: bytes
+    payload: bytes = field(repr=False)
     not_before: datetime
     created_at: datetime
     item_id: int | None = None
