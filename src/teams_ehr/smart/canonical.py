@@ -14,7 +14,9 @@ Rules, in order:
 * no userinfo, query or fragment (not even an empty ``?`` or ``#``);
 * host lower-cased and converted to its IDNA 2008 A-label (a Cyrillic ``е`` becomes another
   ``xn--`` host, so it cannot match); no trailing dot; IP literals and ``localhost`` only with
-  ``allow_http=True`` and only for loopback addresses (T01: internal hosts are refused);
+  ``allow_http=True`` and only for loopback addresses (T01: internal hosts are refused); a host
+  whose last label is a number (``0x7f.1``, ``0x7f000001``) is an IPv4 address to resolvers
+  (WHATWG URL "ends in a number") and is refused like one;
 * the default port (443, or 80 for http) dropped; other ports kept;
 * path case preserved; no ``.``/``..`` or empty segments; one trailing slash trimmed.
 
@@ -38,6 +40,7 @@ MAX_URL_LENGTH = 2048
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PATH_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/-]*$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -68,6 +71,10 @@ def _canonical_host(raw_host: str, *, allow_http: bool) -> str:
         raise _refuse("trailing dot in host")
     if re.fullmatch(r"[0-9.]+", host):
         return _canonical_ip(host, allow_http=allow_http)
+    if _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+        # WHATWG URL "ends in a number": resolvers (inet_aton) read 0x7f.1 or 0x7f000001 as an
+        # IPv4 address, so such a host is an IP literal in disguise (T01, T29)
+        raise _refuse("IP literal host")
     try:
         a_label = idna.encode(host).decode("ascii")
     except (idna.IDNAError, UnicodeError):

@@ -33,7 +33,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from teams_ehr._http import run_async, run_sync, with_max_bytes
 from teams_ehr._types import Clock, Flow, utc_now
-from teams_ehr.errors import DiscoveryError, MetadataMismatchError, PkceUnsupportedError
+from teams_ehr.errors import (
+    DiscoveryError,
+    LaunchParameterError,
+    MetadataMismatchError,
+    PkceUnsupportedError,
+)
 from teams_ehr.smart.canonical import canonical_fhir_base
 
 __all__ = [
@@ -153,6 +158,10 @@ def _check_url(value: str, *, base: str, allow_http: bool, name: str) -> str:
         raise DiscoveryError(f"{name} is not an https URL", reason="insecure_endpoint")
     if not parts.hostname or parts.username or parts.password or parts.fragment:
         raise DiscoveryError(f"{name} is not a usable absolute URL", reason="bad_endpoint")
+    try:  # the host rules of the FHIR base: no IP literal, localhost or numeric host (T29)
+        canonical_fhir_base(f"{parts.scheme}://{parts.netloc}", allow_http=allow_http)
+    except LaunchParameterError:
+        raise DiscoveryError(f"{name} is on an internal host", reason="internal_endpoint") from None
     return url
 
 
