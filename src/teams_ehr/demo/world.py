@@ -15,6 +15,7 @@ never logged and never reach the library (which reads only an appointment's time
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class DemoSandbox(Sandbox):
             roster_heartbeat=timedelta(seconds=5),
         )
         super().__init__(app_base_url=app_base_url, attendance=attendance)
+        # Strict R4 validation of what is written needs fhir.resources (a test dependency).
+        self.fhir.validate = _installed("fhir.resources")
         secret = self.settings.microsoft.client_secret
         self.entra.register_app(  # the clinician's binding and the admin console's sign-in
             MICROSOFT_CLIENT_ID,
@@ -286,6 +289,13 @@ class DemoWorld:
             if meeting.get("externalId") == self.external_id(appointment):
                 return appointment
         return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def _launch_path(kind: str, iss: str, launch: str) -> str:
