@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
+from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.config import AttendanceSettings
 from teams_ehr.orgs.approval import ApprovalProof
@@ -46,7 +47,6 @@ __all__ = ["ORG_ID", "DemoAppointment", "DemoNotFoundError", "DemoSandbox", "Dem
 ORG_ID = "sandbox-clinic"
 CLINICIAN_NAME = "Dr. Demo"
 APPROVER_NAME = "Avery Analyst"
-_ADMIN_CB = "/admin/microsoft/callback"  # teams_ehr.admin's console, when a host mounts it
 _log = get_logger(__name__)
 RoomChangeListener = Callable[[], Awaitable[object]]
 
@@ -72,7 +72,9 @@ class DemoSandbox(Sandbox):
         secret = self.settings.microsoft.client_secret
         self.entra.register_app(  # the clinician's binding and the admin console's sign-in
             MICROSOFT_CLIENT_ID,
-            redirect_uris=[self.app_base_url + p for p in (MICROSOFT_CALLBACK_PATH, _ADMIN_CB)],
+            redirect_uris=[
+                self.app_base_url + p for p in (MICROSOFT_CALLBACK_PATH, ADMIN_CALLBACK)
+            ],
             secret=None if secret is None else secret.get_secret_value(),
         )
 
@@ -267,7 +269,7 @@ class DemoWorld:
 
         values = {"org_id": ORG_ID, "external_id": self.external_id(appointment)}
         for spec in ROUTES:
-            if "roster" in spec.name:
+            if spec.name == "roster":
                 try:
                     return spec.path.format(**values)
                 except KeyError:  # a route shape this demo does not know
