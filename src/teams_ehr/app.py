@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -22,6 +23,8 @@ import anyio
 import httpx
 
 from teams_ehr._types import Clock, utc_now
+from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
+from teams_ehr.admin import AdminPolicy, AdminService
 from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.notification_crypto import NotificationCertificate
 from teams_ehr.attendance.runtime import AttendanceRuntime
@@ -142,11 +145,17 @@ class DefaultOrgServices:
         return client
 
     def entra_config(self, org: Organization) -> EntraAppConfig:
+        return self.entra_config_for(org.tenant_id)
+
+    def entra_config_for(
+        self, tenant_id: str, callback_path: str = MICROSOFT_CALLBACK_PATH
+    ) -> EntraAppConfig:
+        """Microsoft sign-in at the tenant's own authority, back to ``callback_path``."""
         microsoft = self._settings.microsoft
         return EntraAppConfig(
-            tenant_id=org.tenant_id,
+            tenant_id=tenant_id,
             client_id=microsoft.client_id,
-            redirect_uri=self._settings.app_base_url + MICROSOFT_CALLBACK_PATH,
+            redirect_uri=self._settings.app_base_url + callback_path,
             client_secret=microsoft.client_secret,
             authority_host=microsoft.authority_host,
         )
@@ -243,6 +252,17 @@ class TeamsEhr:
             jwks=self.jwks, policy=VisitPolicy(allowed_join_hosts=hosts), clock=self.clock,
             on_meeting_ready=self._meeting_ready,
         )  # fmt: skip
+        self.admin = AdminService(
+            store=self.store, registry=self.registry, visits=self.visits,
+            entra=partial(self.services.entra_config_for, callback_path=ADMIN_CALLBACK),
+            jwks=self.jwks, discovery=self.discovery, http=self._http,
+            app_base_url=settings.app_base_url, clock=self.clock,
+            policy=AdminPolicy(
+                administrators=settings.admin.administrators,
+                session_ttl=settings.admin.session_ttl, allow_http=settings.allow_http,
+            ),
+        )  # fmt: skip
+        self.visits.on_approval_signin = self.admin.on_approval_signin
         if self.attendance is not None and settings.attendance.workers:
             group = await stack.enter_async_context(anyio.create_task_group())
             stop = anyio.Event()

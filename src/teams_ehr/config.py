@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from teams_ehr.errors import ConfigurationError
 
 __all__ = [
+    "AdminSettings",
     "AttendanceSettings",
     "MicrosoftSettings",
     "SmartSettings",
@@ -120,6 +121,18 @@ class AttendanceSettings(BaseModel):
             raise ConfigurationError(f"cannot read certificate: {exc.strerror}") from None
 
 
+class AdminSettings(BaseModel):
+    """The admin console (SPEC C1): who may create and edit organizations, per Entra tenant.
+
+    The designated approver of an organization may always administer it; listed administrators
+    of its tenant may too, and only they may create organizations."""
+
+    model_config = _FROZEN
+
+    administrators: dict[str, frozenset[str]] = {}
+    session_ttl: timedelta = timedelta(hours=1)
+
+
 class TeamsEhrSettings(BaseModel):
     """Everything a host configures once; organizations are managed at run time."""
 
@@ -132,6 +145,7 @@ class TeamsEhrSettings(BaseModel):
     smart: SmartSettings = SmartSettings()
     microsoft: MicrosoftSettings
     attendance: AttendanceSettings = AttendanceSettings()
+    admin: AdminSettings = AdminSettings()
     allow_http: bool = False  # loopback development and tests only
 
     @field_validator("app_base_url")

@@ -1,7 +1,6 @@
 """Drive the admin console over HTTP against the sandbox: browsers, sign-ins, forms (C1, C2).
 
-The test mounts ``ROUTES + ADMIN_ROUTES`` on Starlette itself (not through the lead's merged
-route table). Several "browsers" share one TestClient (one runtime, one lifespan); each keeps its
+The test mounts every route through the real Starlette adapter. Several "browsers" share one TestClient (one runtime, one lifespan); each keeps its
 own cookie jar, so the admin and the approver have different browser sessions.
 """
 
@@ -14,23 +13,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 
 from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
-from teams_ehr.integrations.admin_routes import ADMIN_ROUTES, install_admin
-from teams_ehr.integrations.routes import (
-    ROUTES,
-    IncomingRequest,
-    RouteSpec,
-    browser_session,
-    handle,
-    session_cookie_name,
-)
+from teams_ehr.integrations.admin_routes import install_admin
 from teams_ehr.testing.sandbox import APPROVER_OID, MICROSOFT_CLIENT_ID, TENANT_ID, Sandbox
-from teams_ehr.web import WebResponse
 
 ADMIN_OID = "11111111-2222-4333-8444-555555555555"
 OUTSIDER_OID = "99999999-8888-4777-8666-555555555555"
@@ -40,56 +29,15 @@ _CSRF = re.compile(r"name='csrf' value='([^']+)'")
 _HASH = re.compile(r"name='config_hash' value='([0-9a-f]{64})'")
 _APPROVAL = re.compile(r"name='approval_id' value='([^']+)'")
 _VERSION = re.compile(r"name='expected_version' value='(\d+)'")
-_PRIMARY = {route.name for route in ROUTES}
-
-
-def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Any:
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    async def endpoint(request: Request) -> Response:
-        cookie = session_cookie_name(secure=True)
-        session_id, fresh = browser_session(request.cookies.get(cookie))
-        if request.method == "POST":
-            # python-multipart is not installed: parse the urlencoded form here.
-            body = (await request.body()).decode("utf-8")
-            params = dict(parse_qsl(body, keep_blank_values=True))
-        else:
-            params = dict(request.query_params)
-        incoming = IncomingRequest(
-            route=spec.name,
-            path_params={k: str(v) for k, v in request.path_params.items()},
-            params=params,
-            session_id=session_id,
-            client_key="127.0.0.1",
-            headers=dict(request.headers),
-        )
-        if spec.name in _PRIMARY:
-            result = await handle(runtime, incoming)
-        else:
-            result = await spec.handler(runtime, incoming)
-        assert isinstance(result, WebResponse)  # no streaming route is used here
-        response = Response(result.body, status_code=result.status, media_type=result.media_type)
-        for name, value in result.headers:
-            response.headers[name] = value
-        if fresh:
-            response.set_cookie(cookie, session_id, httponly=True, secure=True, path="/")
-        return response
-
-    return endpoint
 
 
 def build_app(runtime: TeamsEhr) -> Any:
+    """The real Starlette adapter with every route (visits and admin console)."""
     from starlette.applications import Starlette
-    from starlette.routing import Route
 
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan
+    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
 
-    routes = [
-        Route(spec.path, _endpoint(runtime, spec), methods=list(spec.methods), name=spec.name)
-        for spec in (*ROUTES, *ADMIN_ROUTES)
-    ]
-    return Starlette(routes=routes, lifespan=teams_ehr_lifespan(runtime))
+    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
 
 
 @dataclass

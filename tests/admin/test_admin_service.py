@@ -139,22 +139,12 @@ async def test_http_fhir_bases_need_the_policy_flag() -> None:
 
 
 @pytest.mark.anyio
-async def test_admin_service_requires_install() -> None:
+async def test_the_runtime_builds_a_console_and_install_admin_replaces_it() -> None:
     sandbox = _sandbox(_Clock())
     async with sandbox.app() as app:
-        with pytest.raises(ConfigurationError):
-            admin_service(app)
-
-
-@pytest.mark.anyio
-async def test_a_runtime_built_console_takes_precedence() -> None:
-    sandbox = _sandbox(_Clock())
-    async with sandbox.app() as app:
-        installed = install_admin(app)
-        built = AdminService(
-            store=app.store, registry=app.registry, visits=app.visits, entra=lambda t: None,  # type: ignore[arg-type,return-value]
-            jwks=app.jwks, discovery=app.discovery, http=app.http, app_base_url="https://app.test",
-        )  # fmt: skip
+        built = admin_service(app)
+        assert app.visits.on_approval_signin == built.on_approval_signin
+        installed = install_admin(app, policy=AdminPolicy())
+        assert installed is not built
         assert admin_service(app) is installed
-        app.admin = built  # type: ignore[attr-defined]
-        assert admin_service(app) is built
+        assert app.visits.on_approval_signin == installed.on_approval_signin

@@ -12,8 +12,8 @@ every instance (the EHR callback may reach any of them).
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from html import escape
 from typing import Any
 
@@ -28,48 +28,33 @@ from teams_ehr.admin import (
 )
 from teams_ehr.app import TeamsEhr
 from teams_ehr.errors import ConfigurationError, LaunchParameterError, TeamsEhrError
-from teams_ehr.integrations.routes import IncomingRequest, RouteSpec
+from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.orgs.models import ENVIRONMENT_NAMES, EnvironmentConfig, EnvironmentName
 from teams_ehr.orgs.models import config_hash as hash_of
-from teams_ehr.teams.signin import EntraAppConfig
 from teams_ehr.web import WebResponse, error_response, html_page, redirect
 
 __all__ = ["ADMIN_ROUTES", "admin_service", "install_admin"]
 
 _log = get_logger(__name__)
-_SERVICES: weakref.WeakKeyDictionary[TeamsEhr, AdminService] = weakref.WeakKeyDictionary()
 
 
 def install_admin(app: TeamsEhr, *, policy: AdminPolicy | None = None) -> AdminService:
-    """Build the console of an entered ``app`` and attach its approval sign-in hook."""
-    microsoft = app.settings.microsoft
-    base = app.settings.app_base_url.rstrip("/")
-
-    def entra(tenant_id: str) -> EntraAppConfig:
-        return EntraAppConfig(
-            tenant_id=tenant_id, client_id=microsoft.client_id,
-            redirect_uri=base + ADMIN_MICROSOFT_CALLBACK_PATH,
-            client_secret=microsoft.client_secret, authority_host=microsoft.authority_host,
-        )  # fmt: skip
-
+    """Replace the runtime's console with one under ``policy`` (the runtime builds one from
+    ``settings.admin`` at start-up; call this on every instance if you override it)."""
     service = AdminService(
-        store=app.store, registry=app.registry, visits=app.visits, entra=entra, jwks=app.jwks,
-        discovery=app.discovery, http=app.http, app_base_url=base, policy=policy,
-        clock=app.clock,
+        store=app.store, registry=app.registry, visits=app.visits,
+        entra=partial(app.services.entra_config_for, callback_path=ADMIN_MICROSOFT_CALLBACK_PATH),
+        jwks=app.jwks, discovery=app.discovery, http=app.http,
+        app_base_url=app.settings.app_base_url, policy=policy, clock=app.clock,
     )  # fmt: skip
+    app.admin = service
     app.visits.on_approval_signin = service.on_approval_signin
-    _SERVICES[app] = service
     return service
 
 
 def admin_service(app: TeamsEhr) -> AdminService:
-    """The console of ``app``: its ``admin`` attribute if the runtime builds one, else the one
-    :func:`install_admin` registered."""
-    built = getattr(app, "admin", None)
-    service = built if isinstance(built, AdminService) else _SERVICES.get(app)
-    if service is None:
-        raise ConfigurationError("call install_admin(app) at start-up", reason="admin_missing")
-    return service
+    """The console of an entered runtime."""
+    return app.admin
 
 
 # -- helpers ---------------------------------------------------------------------------------

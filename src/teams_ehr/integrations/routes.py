@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
 
 from teams_ehr._redact import get_logger
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
@@ -24,6 +21,8 @@ from teams_ehr.attendance.handshake import HandshakeKind
 from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
 from teams_ehr.attendance.visit_state import visit_request_scope
 from teams_ehr.errors import LaunchParameterError, TeamsEhrError, VisitNotReadyError
+from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
+from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.orgs.models import EnvironmentName
 from teams_ehr.web import WebResponse, WebStream, error_response
 
@@ -39,35 +38,6 @@ __all__ = [
 
 _log = get_logger(__name__)
 _ENVIRONMENTS: tuple[EnvironmentName, ...] = ("test", "production")
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingRequest:
-    """What the core needs of a request; ``params`` is the query (GET) or the form (POST)."""
-
-    route: str
-    path_params: Mapping[str, str]
-    params: Mapping[str, str]
-    session_id: str
-    client_key: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def __repr__(self) -> str:
-        return f"<IncomingRequest route={self.route!r}>"
-
-
-Handler = Callable[[TeamsEhr, IncomingRequest], Awaitable[WebResponse | WebStream]]
-
-
-@dataclass(frozen=True, slots=True)
-class RouteSpec:
-    name: str
-    path: str  # Starlette/Flask-compatible placeholders: {name}
-    methods: tuple[Literal["GET", "POST"], ...]
-    handler: Handler
-    raw_body: bool = False  # the adapter passes the body bytes and the query, parses no form
 
 
 def _environment(request: IncomingRequest) -> EnvironmentName:
@@ -134,7 +104,7 @@ async def _roster(app: TeamsEhr, request: IncomingRequest) -> WebStream:
     return WebStream(chunks)
 
 
-ROUTES: tuple[RouteSpec, ...] = (
+VISIT_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
     ),
@@ -151,6 +121,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("graph_lifecycle", LIFECYCLE_PATH, ("GET", "POST"), _graph_lifecycle, True),
     RouteSpec("roster", "/visits/{org_id}/{external_id}/roster", ("GET",), _roster),
 )
+ROUTES: tuple[RouteSpec, ...] = (*VISIT_ROUTES, *ADMIN_ROUTES)
 _BY_NAME = {route.name: route for route in ROUTES}
 
 

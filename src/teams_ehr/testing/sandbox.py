@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from teams_ehr._http import run_async
 from teams_ehr._types import Clock, utc_now
+from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.config import (
     AttendanceSettings,
@@ -119,7 +120,10 @@ class Sandbox:
         )
         self.entra.register_app(
             MICROSOFT_CLIENT_ID,
-            redirect_uris=[self.app_base_url + MICROSOFT_CALLBACK_PATH],
+            redirect_uris=[
+                self.app_base_url + MICROSOFT_CALLBACK_PATH,
+                self.app_base_url + ADMIN_MICROSOFT_CALLBACK_PATH,
+            ],
             secret=secret,
         )
         self._routes = {
