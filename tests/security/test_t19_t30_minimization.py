@@ -89,6 +89,7 @@ async def test_launch_context_never_reaches_graph_or_the_database(tmp_path: Path
     assert scope.split() == ["launch", "openid", "fhirUser"]
 
     calls = sandbox.graph.requests
+    assert sandbox.graph.plain_create_calls == []  # R04
     creates = [c for c in calls if c.path.endswith("/onlineMeetings/createOrGet")]
     assert len(creates) == 2
     assert {c.body["subject"] for c in creates} == {creates[0].body["subject"]}  # constant

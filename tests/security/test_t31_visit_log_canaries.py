@@ -171,6 +171,9 @@ async def test_whole_visit_at_debug_leaks_no_secret_or_phi(
         session = host.browser.cookies.get("__Host-teams-ehr-session")
 
     assert sandbox.fhir.resources("DocumentReference"), "the visit reached the EHR"
+    assert (
+        sandbox.graph.plain_create_calls == []
+    )  # R04: only createOrGet, never POST /onlineMeetings
     meeting_path = urlsplit(join_web_url).path
     canaries = [
         *planted,
