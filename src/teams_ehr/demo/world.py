@@ -15,7 +15,6 @@ never logged and never reach the library (which reads only an appointment's time
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from datetime import datetime, timedelta
 
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
-from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
-from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
+from teams_ehr.app import TeamsEhr
 from teams_ehr.config import AttendanceSettings
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import EnvironmentConfig, Organization, config_hash
@@ -36,7 +34,6 @@ from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import (
     APPROVER_OID,
     CLINICIAN_OID,
-    MICROSOFT_CLIENT_ID,
     SMART_CLIENT_ID,
     TENANT_ID,
     Sandbox,
@@ -67,16 +64,6 @@ class DemoSandbox(Sandbox):
             roster_heartbeat=timedelta(seconds=5),
         )
         super().__init__(app_base_url=app_base_url, attendance=attendance)
-        # Strict R4 validation of what is written needs fhir.resources (a test dependency).
-        self.fhir.validate = _installed("fhir.resources")
-        secret = self.settings.microsoft.client_secret
-        self.entra.register_app(  # the clinician's binding and the admin console's sign-in
-            MICROSOFT_CLIENT_ID,
-            redirect_uris=[
-                self.app_base_url + p for p in (MICROSOFT_CALLBACK_PATH, ADMIN_CALLBACK)
-            ],
-            secret=None if secret is None else secret.get_secret_value(),
-        )
 
     def environment_config(self) -> EnvironmentConfig:
         return EnvironmentConfig(
@@ -151,20 +138,17 @@ class DemoWorld:
             await runtime.registry.submit_for_approval(ORG_ID, "test", actor=APPROVER_OID)
 
     def install_console(self, runtime: TeamsEhr) -> bool:
-        """When the host mounts the library's admin console (SPEC C1, C2) and the runtime did not
-        build one, install it with the sandbox approver as administrator; ``True`` if mounted."""
+        """When the host mounts the library's admin console (SPEC C1, C2), give it the sandbox
+        approver as administrator and loopback http bases; ``True`` if mounted."""
         from teams_ehr.integrations.routes import ROUTES
 
         if not any(spec.name == "admin_home" for spec in ROUTES):
             return False
-        if getattr(runtime, "admin", None) is None:
-            from teams_ehr.admin import AdminPolicy
-            from teams_ehr.integrations.admin_routes import install_admin
+        from teams_ehr.admin import AdminPolicy
+        from teams_ehr.integrations.admin_routes import install_admin
 
-            policy = AdminPolicy(
-                administrators={TENANT_ID: frozenset({APPROVER_OID})}, allow_http=True
-            )
-            install_admin(runtime, policy=policy)
+        policy = AdminPolicy(administrators={TENANT_ID: frozenset({APPROVER_OID})}, allow_http=True)
+        install_admin(runtime, policy=policy)
         self.console = True
         return True
 
@@ -291,13 +275,6 @@ class DemoWorld:
             if meeting.get("externalId") == self.external_id(appointment):
                 return appointment
         return None
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
 
 
 def _launch_path(kind: str, iss: str, launch: str) -> str:

@@ -19,6 +19,7 @@ default :meth:`Sandbox.app` points it at the app's framework-free route table; a
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +68,13 @@ def _b64key() -> SecretStr:
     return SecretStr(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 class Sandbox:
     """The fakes, their registrations, settings for a :class:`TeamsEhr`, and seed helpers."""
 
@@ -83,8 +91,10 @@ class Sandbox:
     ) -> None:
         self.clock = clock
         self.app_base_url = app_base_url.rstrip("/")
+        # Validate what is written as FHIR R4 whenever fhir.resources is installed (tests).
+        validate = _installed("fhir.resources")
         self.fhir = FakeFhirServer(
-            ehr_base, clock=clock, token_check=self._fhir_token_ok, validate=True
+            ehr_base, clock=clock, token_check=self._fhir_token_ok, validate=validate
         )
         self.ehr = FakeEhr(ehr_base, clock=clock, fhir_handler=self.fhir.handler)
         self.entra = FakeEntra(TENANT_ID, clock=clock)
