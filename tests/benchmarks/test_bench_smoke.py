@@ -1,16 +1,14 @@
 """The benchmark scripts run (SPEC P1–P5): each one, with tiny sizes, in its own interpreter.
 
 No timing is asserted here (performance lives in ``benchmarks/`` as ratios). The scripts run from
-a copy of ``benchmarks/`` in a temporary directory, so their results files land there and the
-committed ``benchmarks/results`` stay untouched; ``tests`` is linked next to it because one
-script reuses a test helper. The summary of ``run_all.py`` is checked against the real results
+a copy of ``benchmarks/`` in a temporary directory (``run_all.copy_benchmarks``), so their
+results files land there and the committed ``benchmarks/results`` stay untouched. The summary of ``run_all.py`` is checked against the real results
 files, so a change in a script's markdown that the summary can no longer read fails here.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,11 +36,8 @@ TINY = {script: (output, tiny) for script, output, _, tiny in RUN_ALL.SCRIPTS}
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bench")
-    shutil.copytree(BENCHMARKS, root / "benchmarks", ignore=shutil.ignore_patterns("results"))
-    (root / "benchmarks" / "results").mkdir()
-    (root / "tests").symlink_to(ROOT / "tests", target_is_directory=True)
-    return root
+    directory: Path = RUN_ALL.copy_benchmarks(tmp_path_factory.mktemp("bench"))
+    return directory
 
 
 def test_every_script_is_listed_in_run_all() -> None:
@@ -57,15 +52,15 @@ def test_benchmark_runs_with_tiny_sizes(script: str, workdir: Path) -> None:
         pytest.importorskip("fhirclient", reason="bench_smart_launch compares with fhirclient")
     output, tiny = TINY[script]
     done = subprocess.run(
-        [sys.executable, str(workdir / "benchmarks" / script), *tiny],
+        [sys.executable, str(workdir / script), *tiny],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
-        cwd=workdir,
+        cwd=workdir.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    markdown = (workdir / "benchmarks" / "results" / output).read_text()
+    markdown = (workdir / "results" / output).read_text()
     assert markdown.startswith("# ")
     assert "|---|" in markdown
 
@@ -86,6 +81,22 @@ def test_summary_reads_every_goal_from_the_results(goal: str) -> None:
     for line in lines:
         assert "n/a (not found" not in line, line
         assert line.rstrip(" |").rsplit("| ", 1)[-1] in {"PASS", "MISS", "reported"}
+
+
+def test_run_all_quick_writes_a_summary_without_touching_the_results(tmp_path: Path) -> None:
+    before = {p.name: p.read_bytes() for p in (BENCHMARKS / "results").glob("*.md")}
+    summary = tmp_path / "README.md"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--only", "bench_import.py",
+         "--summary", str(summary)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = summary.read_text()
+    assert "| P1 | `import teams_ehr`" in text
+    assert "## Machine" in text
+    assert "| bench_import.py | `--runs 2` |" in text
+    assert {p.name: p.read_bytes() for p in (BENCHMARKS / "results").glob("*.md")} == before
 
 
 def test_summary_marks_a_missing_result_instead_of_inventing_one() -> None:
