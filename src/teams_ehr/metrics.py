@@ -334,8 +334,10 @@ def record_meeting(outcome: str, *, metrics: StandardMetrics = DEFAULT) -> None:
     metrics.meetings.inc(outcome=outcome)
 
 
-def record_security_refusal(reason: str, *, metrics: StandardMetrics = DEFAULT) -> None:
-    metrics.security_refusals.inc(reason=reason)
+def record_security_refusal(
+    reason: str, count: int = 1, *, metrics: StandardMetrics = DEFAULT
+) -> None:
+    metrics.security_refusals.inc(count, reason=reason)
 
 
 def record_dead_letter(count: int = 1, *, metrics: StandardMetrics = DEFAULT) -> None:

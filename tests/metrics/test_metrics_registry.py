@@ -61,11 +61,13 @@ def test_record_functions_count_into_the_given_metrics() -> None:
     metrics.record_dead_letter(3, metrics=std)
     metrics.record_notification("accepted", 10, metrics=std)
     metrics.record_security_refusal("launch_replayed", metrics=std)
+    metrics.record_security_refusal("token_invalid", 5, metrics=std)
     assert _value(std, "teams_ehr_launches_total", stage="begin", outcome="ok") == 2
     assert _value(std, "teams_ehr_meetings_total", outcome="remote_error") == 1
     assert _value(std, "teams_ehr_dead_letters_total") == 3
     assert _value(std, "teams_ehr_notifications_total", outcome="accepted") == 10
     assert _value(std, "teams_ehr_security_refusals_total", reason="launch_replayed") == 1
+    assert _value(std, "teams_ehr_security_refusals_total", reason="token_invalid") == 5
     # The default registry was not touched by calls that named another one.
     assert metrics.DEFAULT is not std
 
