@@ -327,26 +327,33 @@ def outcome_of(exc: BaseException | None) -> str:
 
 
 def record_launch(stage: str, outcome: str, *, metrics: StandardMetrics = DEFAULT) -> None:
+    """One launch step (``stage`` in :data:`LAUNCH_STAGES`, ``outcome`` in :data:`OUTCOMES`);
+    usually through :func:`observe_launch` around the route handler of that step."""
     metrics.launches.inc(stage=stage, outcome=outcome)
 
 
 def record_meeting(outcome: str, *, metrics: StandardMetrics = DEFAULT) -> None:
+    """One ``ensure_meeting`` (createOrGet + lobby check): ``ok`` or :func:`outcome_of` its error."""
     metrics.meetings.inc(outcome=outcome)
 
 
 def record_security_refusal(
     reason: str, count: int = 1, *, metrics: StandardMetrics = DEFAULT
 ) -> None:
+    """A refusal with its ``reason`` code (a :class:`~teams_ehr.errors.SecurityError`'s, or a
+    dropped webhook notification's); anything but a snake_case code is counted as ``other``."""
     metrics.security_refusals.inc(count, reason=reason)
 
 
 def record_dead_letter(count: int = 1, *, metrics: StandardMetrics = DEFAULT) -> None:
+    """Outbox rows the worker moved to ``dead`` (after a successful ``mark_dead``)."""
     metrics.dead_letters.inc(count)
 
 
 def record_notification(
     outcome: str, count: int = 1, *, metrics: StandardMetrics = DEFAULT
 ) -> None:
+    """Graph notifications of one POST, by outcome (:data:`NOTIFICATION_OUTCOMES`)."""
     metrics.notifications.inc(count, outcome=outcome)
 
 
