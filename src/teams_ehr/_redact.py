@@ -17,6 +17,7 @@ _SECRET_WORDS = re.compile(
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
+_JOIN_PATH = re.compile(r"(/j/)[A-Za-z0-9_-]{8,}")  # patient join links in access-log paths
 
 REDACTED = "[redacted]"
 
@@ -33,6 +34,7 @@ def redact_text(text: str) -> str:
     """Strip queries from URLs, bearer tokens and ``secret=value`` pairs out of free text."""
     text = _URL.sub(lambda m: redact_url(m.group(0)), text)
     text = _BEARER.sub(f"Bearer {REDACTED}", text)
+    text = _JOIN_PATH.sub(lambda m: m.group(1) + REDACTED, text)
     return _SECRET_WORDS.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
 
 
@@ -70,6 +72,10 @@ THIRD_PARTY_LOGGERS = (
     "msgraph",
     "azure.identity",
     "azure.core.pipeline.policies.http_logging_policy",
+    # hosts' access logs record request paths, and /j/<token> is a patient's join link
+    "uvicorn.access",
+    "werkzeug",
+    "gunicorn.access",
 )
 
 

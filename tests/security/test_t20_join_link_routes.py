@@ -156,11 +156,6 @@ def test_join_token_hashed_in_logs(world: World, caplog: pytest.LogCaptureFixtur
     assert_no_leak([token, token[:-2], join_url], *(f"{r.getMessage()} {vars(r)}" for r in sdk))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap (report W7): the SDK's redaction does not cover host access logs, which "
-    "record the /j/<token> path of every patient join (uvicorn.access, werkzeug, gunicorn)",
-)
 def test_host_access_log_of_join_path_is_redacted() -> None:
     from teams_ehr._redact import install_redaction
 

@@ -2,9 +2,9 @@
 16.3.1–16.3.4): each refusal writes exactly one structured ``security_event`` log record (the
 record's ``security_event`` attribute, a reason code) and no canary.
 
-Join links, Epic context links, approvals and webhooks emit them (their own suites check it; the
-join link is re-checked here through ``/j``). Launch and callback refusals do not yet: those
-cases are strict xfails naming the gap, so the fix flips them.
+Join links, Epic context links, approvals and webhooks emit them at source (their own suites
+check it; the join link is re-checked here through ``/j``); the route table emits one for every
+other refusal, such as launches and callbacks.
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ from teams_ehr.app import TeamsEhr
 from teams_ehr.testing.sandbox import Sandbox
 
 ORG = "sandbox-clinic"
-GAP = (
-    "gap (report W7): integrations/routes.handle logs refusals without a security_event; "
-    "launch, state and token failures emit none"
-)
-
 
 def _starlette_app(runtime: TeamsEhr) -> Any:
     from starlette.applications import Starlette
@@ -61,7 +56,6 @@ def test_join_link_refusal_is_one_security_event(
     )
 
 
-@pytest.mark.xfail(strict=True, reason=GAP)
 @pytest.mark.parametrize(
     ("path", "params", "reason"),
     [

@@ -20,7 +20,14 @@ from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.attendance.handshake import HandshakeKind
 from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
 from teams_ehr.attendance.visit_state import visit_request_scope
-from teams_ehr.errors import LaunchParameterError, TeamsEhrError, VisitNotReadyError
+from teams_ehr.errors import (
+    ContextLinkError,
+    JoinLinkInvalidError,
+    LaunchParameterError,
+    SecurityError,
+    TeamsEhrError,
+    VisitNotReadyError,
+)
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
 from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.orgs.models import EnvironmentName
@@ -37,6 +44,7 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+_AUDITED_AT_SOURCE = (JoinLinkInvalidError, ContextLinkError)
 _ENVIRONMENTS: tuple[EnvironmentName, ...] = ("test", "production")
 
 
@@ -132,7 +140,10 @@ async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebSt
         with visit_request_scope(request.session_id):
             return await route.handler(app, request)
     except TeamsEhrError as exc:
-        _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason)
+        # One security_event per refusal (T32); join and context links write theirs at source.
+        audited = isinstance(exc, SecurityError) and not isinstance(exc, _AUDITED_AT_SOURCE)
+        extra = {"security_event": exc.reason} if audited else None
+        _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason, extra=extra)
         return error_response(exc)
 
 
