@@ -209,6 +209,9 @@ class TeamsEhr:
         self._certificate = notification_certificate
         self.attendance: AttendanceRuntime | None = None
         self.clock = clock
+        if http is not None and None in http.timeout.as_dict().values():
+            # security.md R23: every peer call must end; a stuck EHR must not hold a worker.
+            raise ConfigurationError("the injected httpx client needs finite timeouts")
         self._http = http
         self._signers = dict(signers) if signers is not None else load_signers(settings)
         self._store = store

@@ -65,3 +65,15 @@ async def test_runtime_built_client_has_finite_timeouts(anyio_backend: str) -> N
         assert isinstance(timeout, httpx.Timeout)
         phases = (timeout.connect, timeout.read, timeout.write, timeout.pool)
         assert all(p is not None and 0 < p <= 30 for p in phases), phases
+
+
+def test_an_injected_client_without_timeouts_is_refused() -> None:
+    import httpx
+    import pytest
+
+    from teams_ehr.errors import ConfigurationError
+    from teams_ehr.testing.sandbox import Sandbox
+
+    sandbox = Sandbox()
+    with pytest.raises(ConfigurationError):
+        sandbox.app(http=httpx.AsyncClient(transport=sandbox.transport(), timeout=None))

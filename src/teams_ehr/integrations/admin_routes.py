@@ -1,12 +1,10 @@
 """The admin console's routes: plain escaped HTML pages and JSON endpoints (SPEC C1, C2).
 
-:data:`ADMIN_ROUTES` uses the :class:`~teams_ehr.integrations.routes.RouteSpec` shape, so a host
-mounts it beside :data:`~teams_ehr.integrations.routes.ROUTES`. Mutations are ``POST`` only and
-carry the session's CSRF token (``csrf`` form field); pages are built with
-:func:`teams_ehr.web.html_page` from escaped text only. :func:`install_admin` builds the
-:class:`~teams_ehr.admin.AdminService` of a running :class:`~teams_ehr.app.TeamsEhr` and hooks it
-to the SMART approval sign-in (``VisitService.on_approval_signin``); call it once at start-up on
-every instance (the EHR callback may reach any of them).
+:data:`ADMIN_ROUTES` are part of :data:`~teams_ehr.integrations.routes.ROUTES`, so both adapters
+mount them. Mutations are ``POST`` only and carry the session's CSRF token (``csrf`` form field);
+pages are built with :func:`teams_ehr.web.html_page` from escaped text only. The runtime builds
+the :class:`~teams_ehr.admin.AdminService` from ``settings.admin``; :func:`install_admin` replaces
+it with another policy (call it on every instance: the EHR callback may reach any of them).
 """
 
 from __future__ import annotations
