@@ -22,6 +22,7 @@ from typing import Any, Self
 import anyio
 import httpx
 
+from teams_ehr import metrics
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
 from teams_ehr.admin import AdminPolicy, AdminService
@@ -302,6 +303,11 @@ class TeamsEhr:
         if self._http is None:
             raise ConfigurationError("use TeamsEhr inside 'async with'", reason="not_open")
         return self._http
+
+    async def metrics_text(self) -> str:
+        """The counters of :mod:`teams_ehr.metrics` plus the outbox depth, in the Prometheus
+        text format (SPEC E6). Serve it on an operator-only route, never publicly."""
+        return await metrics.exposition(self.store)
 
     def public_jwks(self) -> dict[str, list[dict[str, str]]]:
         """Our public JWK Set (every environment's key), for the JWKS URL (A9)."""

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
 
+from teams_ehr import metrics
 from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
@@ -390,7 +391,12 @@ class VisitService:
             end=slot.end,
             policy=policy,
         )
-        meeting = await self._services.meeting_factory(org).ensure_meeting(request)
+        try:
+            meeting = await self._services.meeting_factory(org).ensure_meeting(request)
+        except Exception as exc:
+            metrics.record_meeting(metrics.outcome_of(exc))
+            raise
+        metrics.record_meeting("ok")
         row = MeetingRow(
             org_id=org.org_id,
             external_id=meeting.external_id,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from hosts.drivers import starlette_app
 from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.integrations.admin_routes import install_admin
@@ -31,13 +32,7 @@ _APPROVAL = re.compile(r"name='approval_id' value='([^']+)'")
 _VERSION = re.compile(r"name='expected_version' value='(\d+)'")
 
 
-def build_app(runtime: TeamsEhr) -> Any:
-    """The real Starlette adapter with every route (visits and admin console)."""
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
+build_app = starlette_app  # the real Starlette adapter with every route (visits and admin)
 
 
 @dataclass

@@ -77,3 +77,23 @@ def flask_host(runtime: TeamsEhr, build_app: Callable[[TeamsEhr], Any]) -> Itera
             yield FlaskDriver(client, bridge)
     finally:
         bridge.close()
+
+
+def starlette_app(runtime: TeamsEhr) -> Any:
+    """The plain Starlette host: every route of the library, the runtime opened by lifespan."""
+    from starlette.applications import Starlette
+
+    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
+
+    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
+
+
+def flask_app(runtime: TeamsEhr) -> Any:
+    """The plain Flask host: every route of the library through one blocking portal."""
+    from flask import Flask
+
+    from teams_ehr.integrations.flask import FlaskTeamsEhr
+
+    app = Flask("contract")
+    FlaskTeamsEhr(runtime).init_app(app)
+    return app

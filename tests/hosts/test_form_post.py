@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_adapters import _flask_app, _starlette_app
 
+from hosts.drivers import flask_app, starlette_app
 from teams_ehr.testing.sandbox import Sandbox
 
 
@@ -19,7 +19,7 @@ def test_launch_by_post_form(host: str) -> None:
     if host == "starlette":
         from starlette.testclient import TestClient
 
-        with TestClient(_starlette_app(runtime), base_url="https://app.test") as client:
+        with TestClient(starlette_app(runtime), base_url="https://app.test") as client:
             client.portal.call(sandbox.seed_organization, runtime)
             response: Any = client.post(
                 "/launch/sandbox-clinic/test", data=form, follow_redirects=False
@@ -29,7 +29,7 @@ def test_launch_by_post_form(host: str) -> None:
                 "/launch/sandbox-clinic/test", data={"iss": "x" * 70_000}, follow_redirects=False
             ).status_code
     else:
-        app = _flask_app(runtime)
+        app = flask_app(runtime)
         bridge = app.extensions["teams_ehr"]
         try:
             bridge.call(sandbox.seed_organization, runtime)

@@ -15,14 +15,13 @@ import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hosts.drivers import HostDriver, Reply, starlette_host
+from hosts.drivers import HostDriver, Reply, starlette_app, starlette_host
 from teams_ehr.app import TeamsEhr
 from teams_ehr.errors import LobbyPolicyViolationError
 from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
@@ -56,14 +55,6 @@ class _Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
 
 
 hostile_values = st.one_of(
@@ -106,7 +97,7 @@ def _assert_location_safe(reply: Reply, sandbox: Sandbox) -> None:
 def world() -> Iterator[tuple[Sandbox, HostDriver, _Clock]]:
     clock = _Clock()
     sandbox = Sandbox(clock=clock)
-    with starlette_host(sandbox.app(), _starlette_app) as driver:
+    with starlette_host(sandbox.app(), starlette_app) as driver:
         driver.run(sandbox.seed_organization, driver.runtime)
         yield sandbox, driver, clock
 

@@ -14,34 +14,16 @@ from typing import Any
 
 import pytest
 
-from hosts.drivers import Reply, flask_host, starlette_host
+from hosts.drivers import Reply, flask_app, flask_host, starlette_app, starlette_host
 from teams_ehr.app import TeamsEhr
 from teams_ehr.testing.sandbox import Sandbox
 
 ORG = "sandbox-clinic"
 
 
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
-
-
-def _flask_app(runtime: TeamsEhr) -> Any:
-    from flask import Flask
-
-    from teams_ehr.integrations.flask import FlaskTeamsEhr
-
-    app = Flask("t08")
-    FlaskTeamsEhr(runtime).init_app(app)
-    return app
-
-
 HOSTS = pytest.mark.parametrize(
     ("host", "build"),
-    [(starlette_host, _starlette_app), (flask_host, _flask_app)],
+    [(starlette_host, starlette_app), (flask_host, flask_app)],
     ids=["starlette", "flask"],
 )
 

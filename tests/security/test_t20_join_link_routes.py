@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hosts.drivers import HostDriver, starlette_host
+from hosts.drivers import HostDriver, starlette_app, starlette_host
 from leaks import assert_no_leak
 from teams_ehr.app import TeamsEhr
 from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
@@ -32,14 +31,6 @@ class _Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
 
 
 async def _issue(runtime: TeamsEhr, appointment: str, start: datetime, end: datetime) -> str:
@@ -60,7 +51,7 @@ World = tuple[Sandbox, HostDriver, _Clock, str, datetime, datetime]
 def world() -> Iterator[World]:
     clock = _Clock()
     sandbox = Sandbox(clock=clock)
-    with starlette_host(sandbox.app(), _starlette_app) as driver:
+    with starlette_host(sandbox.app(), starlette_app) as driver:
         driver.run(sandbox.seed_organization, driver.runtime)
         start, end = sandbox.seed_appointment("appt-j1", start=clock.now + timedelta(minutes=20))
         token = driver.run(_issue, driver.runtime, "appt-j1", start, end)

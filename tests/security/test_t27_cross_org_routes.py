@@ -19,13 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from hosts.drivers import HostDriver, Reply, starlette_host
+from hosts.drivers import HostDriver, Reply, starlette_app, starlette_host
 from teams_ehr._http import run_async
 from teams_ehr.app import TeamsEhr
 from teams_ehr.orgs.approval import ApprovalProof
@@ -114,18 +113,10 @@ async def _seed_org_b(runtime: TeamsEhr, world: TwoOrgs) -> None:
     )
 
 
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
-
-
 @pytest.fixture
 def world() -> Iterator[tuple[TwoOrgs, HostDriver]]:
     two = TwoOrgs()
-    with starlette_host(two.app(), _starlette_app) as driver:
+    with starlette_host(two.app(), starlette_app) as driver:
         driver.run(two.sandbox.seed_organization, driver.runtime)
         driver.run(_seed_org_b, driver.runtime, two)
         yield two, driver

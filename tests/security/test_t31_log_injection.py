@@ -8,13 +8,11 @@ at parse time: tests/attendance_in.)
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from hosts.drivers import starlette_host
-from teams_ehr.app import TeamsEhr
+from hosts.drivers import starlette_app, starlette_host
 from teams_ehr.testing.sandbox import Sandbox
 
 MARK = "FORGED-0b7e"
@@ -32,14 +30,6 @@ PATHS = [
 ]
 
 
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
-
-
 def test_log_injection_crlf_in_request_never_reaches_sdk_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -53,7 +43,7 @@ def test_log_injection_crlf_in_request_never_reaches_sdk_logs(
         "error": "access_denied" + INJECT,
         "error_description": INJECT,
     }
-    with starlette_host(sandbox.app(), _starlette_app) as driver:
+    with starlette_host(sandbox.app(), starlette_app) as driver:
         driver.run(sandbox.seed_organization, driver.runtime)
         for path in PATHS:
             reply = driver.get(path, params)

@@ -11,29 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from hosts.drivers import HostDriver, starlette_host
+from hosts.drivers import HostDriver, starlette_app, starlette_host
 from leaks import assert_no_leak
-from teams_ehr.app import TeamsEhr
 from teams_ehr.testing.sandbox import Sandbox
 
 ORG = "sandbox-clinic"
-
-def _starlette_app(runtime: TeamsEhr) -> Any:
-    from starlette.applications import Starlette
-
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
-
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
 
 
 @pytest.fixture
 def driver() -> Iterator[tuple[Sandbox, HostDriver]]:
     sandbox = Sandbox()
-    with starlette_host(sandbox.app(), _starlette_app) as host:
+    with starlette_host(sandbox.app(), starlette_app) as host:
         host.run(sandbox.seed_organization, host.runtime)
         yield sandbox, host
 

@@ -29,6 +29,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from teams_ehr import metrics
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.attendance.epic_telehealth import EpicTelehealthStatusWriter
@@ -230,6 +231,7 @@ class AttendanceRuntime:
         return source
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
+        metrics.record_dead_letter(len(letter.item_ids))
         _log.error(
             "attendance rows dead-lettered (org %s, %s, %d rows)",
             letter.org_id, letter.reason, len(letter.item_ids),
@@ -284,9 +286,17 @@ class AttendanceRuntime:
         now = self._clock()
         if "validationToken" in query:
             return await handle_validation(query, handshakes=self.handshakes, kind=kind, now=now)
-        return await handle_notifications(
+        result = await handle_notifications(
             body, security=self.security, inbox=self._store, subscriptions=self._store, now=now
         )
+        metrics.record_notification("accepted", result.accepted)
+        if result.status >= 500:
+            metrics.record_notification("error", max(1, len(result.rejected)))
+        else:
+            metrics.record_notification("rejected", len(result.rejected))
+            for reason in result.rejected:
+                metrics.record_security_refusal(reason)
+        return result
 
     async def roster(self, org_id: str, external_id: str, session_id: str) -> AsyncIterator[bytes]:
         """The visit's SSE roster for the clinician whose browser session was granted it."""

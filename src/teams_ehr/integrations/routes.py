@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import AbstractContextManager, nullcontext
 
 from teams_ehr._redact import get_logger
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
@@ -30,6 +31,7 @@ from teams_ehr.errors import (
 )
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
 from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
+from teams_ehr.metrics import observe_launch
 from teams_ehr.orgs.models import EnvironmentName
 from teams_ehr.web import WebResponse, WebStream, error_response
 
@@ -45,6 +47,21 @@ __all__ = [
 
 _log = get_logger(__name__)
 _AUDITED_AT_SOURCE = (JoinLinkInvalidError, ContextLinkError)
+# E6: the launch-path routes counted by stage and outcome (teams_ehr.metrics).
+_STAGES = {
+    "provider_launch": "begin",
+    "patient_launch": "begin",
+    "ehr_callback": "ehr_callback",
+    "microsoft_callback": "microsoft_signin",
+    "join": "patient_join",
+}
+
+
+def _observed(route: str) -> AbstractContextManager[None]:
+    stage = _STAGES.get(route)
+    return observe_launch(stage) if stage is not None else nullcontext()
+
+
 _ENVIRONMENTS: tuple[EnvironmentName, ...] = ("test", "production")
 
 
@@ -137,7 +154,7 @@ async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebSt
     """Run the route; a :class:`TeamsEhrError` becomes its generic error page (never its text)."""
     route = _BY_NAME[request.route]
     try:
-        with visit_request_scope(request.session_id):
+        with visit_request_scope(request.session_id), _observed(route.name):
             return await route.handler(app, request)
     except TeamsEhrError as exc:
         # One security_event per refusal (T32); join and context links write theirs at source.
