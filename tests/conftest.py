@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -19,3 +21,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Pure SDK code runs on both anyio backends; msgraph tests override this with asyncio."""
     return str(request.param)
+
+
+POSTGRES_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A DSN on the real PostgreSQL (127.0.0.1:5432, database ``test``) whose ``search_path``
+    is a fresh schema, dropped after the test, so parallel runs never collide."""
+    import psycopg
+
+    schema = f"teams_ehr_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

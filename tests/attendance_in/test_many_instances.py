@@ -4,12 +4,9 @@ on another, the validation handshake answered by a third."""
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Iterator
 from datetime import timedelta
 
 import anyio
-import psycopg
 import pytest
 from attendance_in_support import (
     EXTERNAL_ID,
@@ -31,7 +28,6 @@ from teams_ehr.store.crypto import FieldCipher, new_encryption_key
 from teams_ehr.store.postgres import PostgresStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
@@ -40,24 +36,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    schema = f"teams_ehr_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-async def test_webhook_on_one_instance_roster_on_another(dsn: str) -> None:
+async def test_webhook_on_one_instance_roster_on_another(postgres_dsn: str) -> None:
     h = await make_harness()
     cipher = FieldCipher(new_encryption_key())
     async with (
-        PostgresStore(dsn, cipher=cipher, clock=h.clock, max_size=3) as webhook_instance,
-        PostgresStore(dsn, cipher=cipher, clock=h.clock, max_size=3) as viewer_instance,
+        PostgresStore(postgres_dsn, cipher=cipher, clock=h.clock, max_size=3) as webhook_instance,
+        PostgresStore(postgres_dsn, cipher=cipher, clock=h.clock, max_size=3) as viewer_instance,
     ):
         await webhook_instance.put_subscription(subscription_row())
         await webhook_instance.put_meeting(meeting_row())
@@ -104,12 +88,12 @@ async def test_webhook_on_one_instance_roster_on_another(dsn: str) -> None:
         await frames.aclose()  # type: ignore[attr-defined]
 
 
-async def test_handshake_answered_by_another_instance(dsn: str) -> None:
+async def test_handshake_answered_by_another_instance(postgres_dsn: str) -> None:
     h = await make_harness()
     cipher = FieldCipher(new_encryption_key())
     async with (
-        PostgresStore(dsn, cipher=cipher, clock=h.clock, max_size=2) as creator,
-        PostgresStore(dsn, cipher=cipher, clock=h.clock, max_size=2) as receiver,
+        PostgresStore(postgres_dsn, cipher=cipher, clock=h.clock, max_size=2) as creator,
+        PostgresStore(postgres_dsn, cipher=cipher, clock=h.clock, max_size=2) as receiver,
     ):
         shared_receiver = SharedHandshakes(receiver)
 

@@ -444,34 +444,16 @@ def test_backoff_is_exponential_capped_jittered_and_honours_retry_after() -> Non
     assert high.next_at(10, T0, T0 + timedelta(seconds=1)) == T0 + timedelta(minutes=10)
 
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_schema_dsn() -> Any:
-    psycopg = pytest.importorskip("psycopg")
-    import secrets
-
-    schema = f"teams_ehr_out_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_two_instances_on_postgres_deliver_each_row_once(pg_schema_dsn: str) -> None:
+async def test_two_instances_on_postgres_deliver_each_row_once(postgres_dsn: str) -> None:
     """R16 on PostgreSQL (SKIP LOCKED): two app instances, two stores, two workers each."""
     postgres = pytest.importorskip("teams_ehr.store.postgres")
     crypto = pytest.importorskip("teams_ehr.store.crypto")
     clock = FakeClock()
     fake = FakeFhirServer(FHIR_BASE, clock=clock)
     cipher = crypto.FieldCipher(b"k" * 32)
-    stores = [postgres.PostgresStore(pg_schema_dsn, cipher=cipher, clock=clock) for _ in range(2)]
+    stores = [postgres.PostgresStore(postgres_dsn, cipher=cipher, clock=clock) for _ in range(2)]
     for store in stores:
         await store.open()
     try:

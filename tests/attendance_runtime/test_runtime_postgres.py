@@ -4,11 +4,8 @@ clinician's roster stream on the other (LISTEN/NOTIFY), the outbox delivered by 
 from __future__ import annotations
 
 import base64
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from runtime_support import (
     GROUND_TRUTH,
@@ -26,7 +23,6 @@ from runtime_support import (
 from teams_ehr.testing.sandbox import Sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
@@ -35,21 +31,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    schema = f"teams_ehr_rt_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-async def test_webhook_on_one_instance_roster_on_another(tmp_path: Path, dsn: str) -> None:
+async def test_webhook_on_one_instance_roster_on_another(tmp_path: Path, postgres_dsn: str) -> None:
     clock = Clock()
-    sandbox = Sandbox(clock=clock, store_url=dsn, attendance=attendance_settings(tmp_path))
+    sandbox = Sandbox(clock=clock, store_url=postgres_dsn, attendance=attendance_settings(tmp_path))
     async with open_host(sandbox) as first, open_host(sandbox, webhooks=False) as second:
         await sandbox.seed_organization(first.runtime)
         sandbox.seed_appointment("appt-rt-1", start=T0, minutes=30)

@@ -7,19 +7,15 @@ a fresh schema per test); a shared SQLite file shows the same for one host.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 
 from teams_ehr.errors import LaunchParameterError
 from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
 
 pytestmark = pytest.mark.anyio
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 ORG = "sandbox-clinic"
 
 
@@ -29,18 +25,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=["postgres", "sqlite-file"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite-file":
-        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        return
-    schema = f"teams_ehr_c6_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        return f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    return str(request.getfixturevalue("postgres_dsn"))
 
 
 async def test_launch_on_one_instance_completes_on_another(store_url: str) -> None:
