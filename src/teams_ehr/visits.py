@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from teams_ehr import metrics
 from teams_ehr._http import run_async
@@ -63,6 +62,15 @@ from teams_ehr.teams.signin import (
     store_pending_signin,
     take_pending_signin,
 )
+from teams_ehr.visit_records import (
+    LaunchRole,
+    LaunchSession,
+    PendingLaunch,
+    has_active_environment,
+    launch_session_key,
+    meeting_of,
+    open_pending,
+)
 from teams_ehr.web import WebResponse, redirect
 
 __all__ = [
@@ -74,7 +82,6 @@ __all__ = [
     "VisitService",
 ]
 
-LaunchRole = Literal["provider", "consult", "patient", "approval"]
 _log = get_logger(__name__)
 _SESSION_TTL = timedelta(minutes=10)
 
@@ -101,35 +108,6 @@ class VisitPolicy(BaseModel):
     clinician_join: Literal["browser", "desktop"] = "browser"
     allowed_join_hosts: frozenset[str] = TEAMS_HOSTS
     launch_replay_window: timedelta = timedelta(hours=1)
-
-
-class _Pending(BaseModel):
-    """What the store keeps for one EHR authorization (encrypted at rest as ``payload``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    role: LaunchRole
-    environment: EnvironmentName
-    authorization: str  # PendingAuthorization.to_bytes(), base64
-
-
-class _LaunchSession(BaseModel):
-    """A live, validated EHR launch waiting for the clinician's first Microsoft sign-in."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    role: LaunchRole
-    org_id: str
-    issuer: str
-    ehr_user_id: str
-    visit_key: str
-    start: AwareDatetime
-    end: AwareDatetime
-    department: str | None = None
-
-
-def _session_key(handle: str) -> str:
-    return hashlib.sha256(b"teams-ehr/launch-session\x00" + handle.encode()).hexdigest()
 
 
 MeetingReadyHook = Callable[[MeetingRow], Awaitable[None]]
@@ -236,7 +214,7 @@ class VisitService:
         redirect_to: AuthorizationRedirect,
         pending: PendingAuthorization,
     ) -> WebResponse:
-        envelope = _Pending(
+        envelope = PendingLaunch(
             role=role,
             environment=environment,
             authorization=base64.b64encode(pending.to_bytes()).decode("ascii"),
@@ -257,7 +235,7 @@ class VisitService:
     ) -> WebResponse:
         """The SMART redirect URI: redeem, verify, then sign in, meeting, or join (C3, C4)."""
         taken = await self._store.take_pending(state_key(extract_state(params)), now=self._clock())
-        envelope, pending = _open_pending(taken)
+        envelope, pending = open_pending(taken)
         if envelope.role == "approval":
             return await self._complete_approval(envelope, pending, params, session_id)
         org = await self._active_org(pending.org_id)
@@ -272,7 +250,7 @@ class VisitService:
         slot = await run_async(
             appointment_slot_flow(result.issuer, context, token, now=self._clock()), self._http
         )
-        session = _LaunchSession(
+        session = LaunchSession(
             role=envelope.role,
             org_id=org.org_id,
             issuer=result.issuer,
@@ -289,7 +267,7 @@ class VisitService:
 
     async def _complete_approval(
         self,
-        envelope: _Pending,
+        envelope: PendingLaunch,
         pending: PendingAuthorization,
         params: Mapping[str, str],
         session_id: str,
@@ -304,12 +282,12 @@ class VisitService:
     # -- the clinician's one-time Microsoft sign-in (B6) ---------------------------------------
 
     async def _begin_binding(
-        self, org: Organization, session: _LaunchSession, session_id: str
+        self, org: Organization, session: LaunchSession, session_id: str
     ) -> WebResponse:
         handle = secrets.token_urlsafe(32)
         now = self._clock()
         await self._store.put_pending(
-            _session_key(handle),
+            launch_session_key(handle),
             org_id=org.org_id,
             payload=session.model_dump_json().encode("utf-8"),
             expires_at=now + _SESSION_TTL,
@@ -342,12 +320,12 @@ class VisitService:
             client=self._http,
             now=now,
         )
-        taken = await self._store.take_pending(_session_key(pending.bound_launch), now=now)
+        taken = await self._store.take_pending(launch_session_key(pending.bound_launch), now=now)
         if taken is None or taken[0] != org_id:
             raise IdentityBindingError(
                 "binding needs a live, validated EHR launch session", reason="no_launch_session"
             )
-        session = _LaunchSession.model_validate_json(taken[1])
+        session = LaunchSession.model_validate_json(taken[1])
         await self._binder.bind(
             org_id,
             session.issuer,
@@ -361,7 +339,7 @@ class VisitService:
     # -- meetings (B2, B5) ---------------------------------------------------------------------
 
     async def _enter_meeting(
-        self, org: Organization, session: _LaunchSession, organizer_oid: str
+        self, org: Organization, session: LaunchSession, organizer_oid: str
     ) -> WebResponse:
         slot = VisitSlot(session.visit_key, session.start, session.end)
         preset = self._policy.consult_preset if session.role == "consult" else None
@@ -495,41 +473,11 @@ class VisitService:
     def _patient_response(self, row: MeetingRow | None) -> WebResponse:
         if row is None or row.state != "active":
             raise VisitNotReadyError("the visit has no meeting yet")
-        meeting = _meeting_of(row)
+        meeting = meeting_of(row)
         return redirect(patient_join_url(meeting, allowed_hosts=self._policy.allowed_join_hosts))
 
     async def _active_org(self, org_id: str) -> Organization:
         org = await self._registry.get(org_id)
-        if org is None or not _has_active(org):
+        if org is None or not has_active_environment(org):
             raise UntrustedIssuerError("organization is not active")
         return org
-
-
-def _open_pending(taken: tuple[str, bytes] | None) -> tuple[_Pending, PendingAuthorization]:
-    if taken is None:
-        raise StateInvalidError("unknown, reused or expired state", reason="state_unknown")
-    try:
-        envelope = _Pending.model_validate_json(taken[1])
-        pending = PendingAuthorization.from_bytes(base64.b64decode(envelope.authorization))
-    except (ValidationError, ValueError):
-        raise StateInvalidError("state does not name an EHR authorization") from None
-    if pending.org_id != taken[0]:
-        raise StateInvalidError("state belongs to another organization", reason="state_org")
-    return envelope, pending
-
-
-def _has_active(org: Organization) -> bool:
-    return any(env is not None and env.state == "active" for env in (org.test, org.production))
-
-
-def _meeting_of(row: MeetingRow) -> Meeting:
-    return Meeting(
-        org_id=row.org_id,
-        external_id=row.external_id,
-        meeting_id=row.meeting_id,
-        organizer_oid=row.organizer_oid,
-        join_url=SecretStr(row.join_url),
-        start=row.start,
-        end=row.end,
-        policy="stored",
-    )
