@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from types import TracebackType
+from typing import Any, Literal, Self, cast
 
 from teams_ehr._types import Clock
 from teams_ehr.errors import StorageConflictError
@@ -53,12 +54,29 @@ class Stmt:
 
 
 class SqlStore(ABC):
-    """Everything but lifecycle and events, on top of :meth:`_tx`."""
+    """Everything but the engine's connection handling and events, on top of :meth:`_tx`."""
 
     def __init__(self, *, cipher: FieldCipher, clock: Clock) -> None:
         self._sealer = c.Sealer(cipher)
         self._clock = clock
         self._writes = 0
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and, unless disabled, apply the migrations."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close every connection; the store can be opened again."""
 
     @abstractmethod
     async def _tx(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -75,15 +74,6 @@ class PostgresStore(SqlStore):
         return f"<PostgresStore open={self._pool is not None}>"
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Open the pool, learn the schema and, unless disabled, apply the migrations."""

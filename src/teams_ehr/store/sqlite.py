@@ -26,7 +26,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -76,15 +75,6 @@ class SqliteStore(SqlStore):
         return f"<SqliteStore open={self._conn is not None}>"
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Connect (WAL, busy timeout) and, unless disabled, apply the migrations."""
