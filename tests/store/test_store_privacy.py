@@ -53,6 +53,7 @@ SCHEMA_ALLOWLIST: dict[str, set[str]] = {
     "outbox": {
         *("item_id", "org_id", "idempotency_key", "kind", "payload", "state", "not_before"),
         *("created_at", "attempts", "last_reason", "leased_by", "lease_until", "delivered_at"),
+        "dead_at",
     },
     "attendance_facts": {
         *("org_id", "fact_key", "external_id", "kind", "role", "participant_key", "at"),

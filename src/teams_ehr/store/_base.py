@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast
 
 from teams_ehr._types import Clock
-from teams_ehr.errors import StorageConflictError
+from teams_ehr.errors import StorageConflictError, UsageError
 from teams_ehr.store import _common as c
 from teams_ehr.store import _sql as q
 from teams_ehr.store.crypto import FieldCipher
@@ -37,6 +37,7 @@ from teams_ehr.store.protocol import (
     OrganizationRow,
     OutboxItem,
     OutboxState,
+    PurgeCounts,
     SubscriptionRow,
 )
 
@@ -395,7 +396,7 @@ class SqlStore(ABC):
 
     async def mark_dead(self, item_id: int, *, worker: str, reason: str) -> bool:
         c.require_text(reason=reason)
-        return await self._mark(q.OUTBOX_DEAD, (reason, item_id, worker))
+        return await self._mark(q.OUTBOX_DEAD, (reason, self._enc(self._clock()), item_id, worker))
 
     async def outbox_counts(self) -> dict[OutboxState, int]:
         counts: dict[OutboxState, int] = dict.fromkeys(c.OUTBOX_STATES, 0)
@@ -438,3 +439,39 @@ class SqlStore(ABC):
     ) -> Sequence[AttendanceFactRow]:
         args = (org_id, self._enc(since), self._enc(until))
         return [self._fact(r) for r in await self._read(q.FACTS_ORG, args)]
+
+    # -- retention ----------------------------------------------------------------------------
+
+    async def purge_expired(
+        self,
+        *,
+        now: datetime,
+        inbox_keep: timedelta,
+        outbox_keep: timedelta,
+        dead_keep: timedelta,
+        limit: int = 10_000,
+        dry_run: bool = False,
+    ) -> PurgeCounts:
+        """See :meth:`~teams_ehr.store.protocol.RetentionStore.purge_expired`; each batch of at
+        most ``PURGE_BATCH_ROWS`` rows is its own transaction."""
+        at, limit = c.aware(now), c.check_limit(limit)
+        keeps = {"inbox": inbox_keep, "outbox_delivered": outbox_keep, "outbox_dead": dead_keep}
+        if any(keep < timedelta(0) for keep in keeps.values()):
+            raise UsageError("retention windows must not be negative", reason="bad_store_argument")
+        counts: PurgeCounts = {}
+        for kind in q.PURGE_BATCH:
+            cutoff = self._enc(at - keeps.get(kind, timedelta(0)))
+            if dry_run:
+                counts[kind] = int(
+                    (await self._read(q.PURGE_COUNT[kind], (cutoff, limit), "one"))[0]
+                )
+                continue
+            counts[kind] = 0
+            while counts[kind] < limit:
+                batch = min(c.PURGE_BATCH_ROWS, limit - counts[kind])
+                args = (cutoff, cutoff, batch)
+                deleted = int(await self._write(q.PURGE_BATCH[kind], args, "count", False))
+                counts[kind] += deleted
+                if deleted < batch:
+                    break
+        return counts

@@ -37,6 +37,8 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 OUTBOX_STATES: Final[tuple[OutboxState, ...]] = ("pending", "leased", "delivered", "dead")
 PURGE_EVERY: Final = 64
 """Expired nonces and pending authorizations are swept every this many writes of that kind."""
+PURGE_BATCH_ROWS: Final = 500
+"""Rows one retention transaction deletes at most (``SqlStore.purge_expired``)."""
 
 
 def aware(value: datetime) -> datetime:

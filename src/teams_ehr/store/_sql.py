@@ -184,8 +184,8 @@ OUTBOX_RETRY = (
     f"lease_until = NULL {_OWNED}"
 )
 OUTBOX_DEAD = (
-    "UPDATE outbox SET state = 'dead', last_reason = ?, leased_by = NULL, lease_until = NULL "
-    f"{_OWNED}"
+    "UPDATE outbox SET state = 'dead', last_reason = ?, dead_at = ?, leased_by = NULL, "
+    f"lease_until = NULL {_OWNED}"
 )
 OUTBOX_COUNTS = "SELECT state, COUNT(*) FROM outbox GROUP BY state"
 OUTBOX_DEAD_ALL = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' ORDER BY item_id"
@@ -193,7 +193,7 @@ OUTBOX_DEAD_ORG = (
     f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' AND org_id = ? ORDER BY item_id"
 )
 OUTBOX_REQUEUE = (
-    "UPDATE outbox SET state = 'pending', not_before = ?, attempts = 0 "
+    "UPDATE outbox SET state = 'pending', not_before = ?, attempts = 0, dead_at = NULL "
     "WHERE item_id = ? AND state = 'dead'"
 )
 
@@ -212,3 +212,26 @@ FACTS_ORG = (
     f"SELECT {_FACT_COLS} FROM attendance_facts WHERE org_id = ? AND at >= ? AND at < ? "
     "ORDER BY at, fact_key"
 )
+
+# -- retention (SqlStore.purge_expired) ------------------------------------------------------
+
+_RETENTION = {  # kind: (table, key columns, "expired" condition with one cutoff parameter)
+    "inbox": ("inbox", "item_id", "processed_at IS NOT NULL AND processed_at < ?"),
+    "outbox_delivered": ("outbox", "item_id", "state = 'delivered' AND delivered_at < ?"),
+    "outbox_dead": ("outbox", "item_id", "state = 'dead' AND dead_at < ?"),
+    "pending_authorizations": ("pending_authorizations", "state_key", "expires_at <= ?"),
+    "nonces": ("nonces", "namespace, nonce_key", "expires_at <= ?"),
+}
+"""The outer ``WHERE`` repeats the condition: on PostgreSQL a row changed by a concurrent
+transaction (say, a dead letter requeued) is re-checked against it before it is deleted."""
+PURGE_BATCH = {
+    kind: f"DELETE FROM {table} WHERE {cond} AND ({key}) IN "
+    f"(SELECT {key} FROM {table} WHERE {cond} LIMIT ? {SKIP_LOCKED})"
+    for kind, (table, key, cond) in _RETENTION.items()
+}
+"""Arguments: cutoff, cutoff, batch size."""
+PURGE_COUNT = {
+    kind: f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {cond} LIMIT ?) AS expired"
+    for kind, (table, _key, cond) in _RETENTION.items()
+}
+"""Arguments: cutoff, limit."""

@@ -125,6 +125,17 @@ _POSTGRES_AUDIT_GUARDS = (
     "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
 )
 
+
+def _retention(ts: str) -> tuple[str, ...]:
+    """Version 2: when a row was dead-lettered (existing dead rows count from their last due
+    time), and an index for the purge of processed inbox rows (``SqlStore.purge_expired``)."""
+    return (
+        f"ALTER TABLE outbox ADD COLUMN dead_at {ts}",
+        "UPDATE outbox SET dead_at = not_before WHERE state = 'dead'",
+        "CREATE INDEX inbox_processed ON inbox (processed_at) WHERE processed_at IS NOT NULL",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -137,6 +148,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_tables("TIMESTAMPTZ", "BYTEA", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
             *_POSTGRES_AUDIT_GUARDS,
         ),
+    ),
+    Migration(
+        version=2,
+        name="retention: outbox dead_at, inbox processed index",
+        sqlite=_retention("INTEGER"),
+        postgres=_retention("TIMESTAMPTZ"),
     ),
 )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 JsonObject = dict[str, Any]
@@ -299,6 +299,43 @@ class AttendanceFactStore(Protocol):
     ) -> Sequence[AttendanceFactRow]: ...
 
 
+# -- retention (C5, D5; security.md §3.2 I1, I6) -------------------------------------------------
+
+PurgeCounts = dict[str, int]
+"""Rows purged (or, on a dry run, purgeable) per kind: ``inbox``, ``outbox_delivered``,
+``outbox_dead``, ``pending_authorizations``, ``nonces``."""
+
+
+class RetentionStore(Protocol):
+    async def purge_expired(
+        self,
+        *,
+        now: datetime,
+        inbox_keep: timedelta,
+        outbox_keep: timedelta,
+        dead_keep: timedelta,
+        limit: int = 10_000,
+        dry_run: bool = False,
+    ) -> PurgeCounts:
+        """Delete rows whose purpose is over, at most ``limit`` per kind, in small batches
+        (one short transaction each, so a large purge never holds the write lock for long):
+
+        * ``inbox``: **processed** rows whose ``processed_at`` is older than ``inbox_keep``. The
+          row is the dedupe record of a Graph notification, so keep it longer than Graph
+          redelivers (up to 4 h, security.md §3.2 I1). Unprocessed or leased rows stay.
+        * ``outbox_delivered``: **delivered** rows delivered more than ``outbox_keep`` ago
+          (I6: ≤ 24 h after delivery). Pending and leased rows stay.
+        * ``outbox_dead``: dead letters dead-lettered more than ``dead_keep`` ago (I6:
+          ``T_retain``). A requeued letter is pending again and stays.
+        * ``pending_authorizations`` and ``nonces``: rows expired at ``now`` (any age; expired
+          rows are already refused by ``take_pending`` and ``remember_once``).
+
+        Organizations, issuer bindings, audit, identity links, meetings, join links,
+        subscriptions and attendance facts are never touched (they have their own lifecycles).
+        ``dry_run`` counts what would go (capped at ``limit``) and deletes nothing."""
+        ...
+
+
 # -- live events across instances (C6, D3) -------------------------------------------------------
 
 
@@ -325,6 +362,7 @@ class Store(
     InboxStore,
     OutboxStore,
     AttendanceFactStore,
+    RetentionStore,
     EventBus,
     Protocol,
 ):
