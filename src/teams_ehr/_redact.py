@@ -1,14 +1,17 @@
 """Redaction for logs and error texts (SPEC E6, security.md T08).
 
-URLs lose their query string, fragment and userinfo; a logging filter applies this to every
-record of httpx, httpcore and teams_ehr, including ``httpx.URL`` arguments (httpx logs the URL
-object, not a string, so a filter that checks only ``str`` misses it).
+URLs lose their query string, fragment and userinfo; every record of teams_ehr, httpx, httpcore,
+msgraph, azure and the hosts' access loggers (children included) is redacted when it is made,
+including ``httpx.URL`` arguments (httpx logs the URL object, not a string, so a filter that checks
+only ``str`` misses it).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _SECRET_WORDS = re.compile(
@@ -39,14 +42,27 @@ def redact_text(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the message and every argument of a record."""
+    """A logging filter that redacts every argument of a record, then the formatted message.
+
+    Arguments are redacted one by one (``httpx.URL`` objects, ``/j/<token>`` paths); if the
+    formatted message still changes under :func:`redact_text` (``"token=%s"`` with a bare
+    secret), the record carries the redacted text from then on. Access loggers keep their
+    argument tuple, which their formatters unpack.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
+        args = record.args
+        if isinstance(args, Mapping):
+            record.args = {key: _redact_arg(value) for key, value in args.items()}
+        elif isinstance(args, tuple) and args:
             record.args = tuple(_redact_arg(a) for a in args)
-        if isinstance(record.msg, str):
-            record.msg = redact_text(record.msg)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed record: logging reports it later
+            return True
+        redacted = redact_text(message)
+        if redacted != message and record.name not in ACCESS_LOGGERS:
+            record.msg, record.args = redacted, None
         return True
 
 
@@ -60,23 +76,29 @@ def _redact_arg(arg: object) -> object:
     return arg
 
 
+ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access"})
 _FILTER = RedactingFilter()
-# Logger filters are not inherited by child loggers, so every logger that emits is named here.
-THIRD_PARTY_LOGGERS = (
+# Logger filters are not inherited by child loggers, so records are redacted when they are made:
+# every record of these loggers and their children (``azure.identity._internal.…``) included.
+REDACTED_LOGGERS = (
+    "teams_ehr",
     "httpx",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-    "kiota_http.middleware",
+    "httpcore",
+    "kiota_http",
+    "kiota_abstractions",
     "msgraph",
-    "azure.identity",
-    "azure.core.pipeline.policies.http_logging_policy",
+    "msgraph_core",
+    "azure",
+    "msal",
     # hosts' access logs record request paths, and /j/<token> is a patient's join link
     "uvicorn.access",
     "werkzeug",
     "gunicorn.access",
 )
+
+
+def _covered(name: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in REDACTED_LOGGERS)
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -88,6 +110,20 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def install_redaction() -> None:
-    """Attach :class:`RedactingFilter` to the third-party loggers that may see secrets."""
-    for name in THIRD_PARTY_LOGGERS:
-        get_logger(name)
+    """Redact every record of :data:`REDACTED_LOGGERS` and their children when it is made.
+
+    Chains the current ``logging`` record factory (another library's factory keeps working) and
+    is idempotent; records of other loggers are left alone.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "teams_ehr_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _covered(record.name):
+            _FILTER.filter(record)
+        return record
+
+    factory.teams_ehr_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
