@@ -106,6 +106,16 @@ class AttendanceSettings(BaseModel):
     poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
     reconcile_delay: timedelta = timedelta(minutes=15)  # security.md §3.3: meeting end + 15 min
     outbox_max_age: timedelta = timedelta(hours=72)
+    # Retention (security.md §3.2 I1, I6), applied by the hourly purge of the maintenance loop.
+    # A processed inbox row is the dedupe record of a notification: Graph redelivers for up to
+    # 4 h, so it is kept at least that long (default 24 h, 6x the redelivery window).
+    inbox_retention: timedelta = Field(default=timedelta(hours=24), ge=timedelta(hours=4))
+    # I6: delivered outbox rows are gone <= 24 h after delivery (the purge runs hourly).
+    delivered_retention: timedelta = Field(
+        default=timedelta(hours=23), gt=timedelta(0), le=timedelta(hours=23)
+    )
+    # I6: dead letters are purged at T_retain after they were dead-lettered.
+    dead_letter_retention: timedelta = Field(default=timedelta(hours=72), gt=timedelta(0))
     roster_heartbeat: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
     roster_grant_margin: timedelta = timedelta(hours=2)
 

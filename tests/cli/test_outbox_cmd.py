@@ -12,7 +12,7 @@ import pytest
 from leaks import assert_no_leak
 from teams_ehr.cli import main
 from teams_ehr.store.factory import open_store
-from teams_ehr.store.protocol import OutboxItem
+from teams_ehr.store.protocol import InboxItem, OutboxItem
 
 if TYPE_CHECKING:
     from conftest import CliEnv
@@ -108,3 +108,57 @@ def test_wrong_encryption_key_is_a_clear_error(
     err = capsys.readouterr().err
     assert "encryption_key needs at least 32 bytes (weak_key)" in err
     assert "dG9vLXNob3J0" not in err
+
+
+def _seed_finished(cli_env: CliEnv) -> None:
+    """A month ago: one processed inbox row, one delivered and one dead outbox row; plus one
+    outbox row still pending."""
+    settings = cli_env.settings
+    then = datetime.now(UTC) - timedelta(days=30)
+
+    async def work() -> None:
+        store = open_store(
+            settings.store_url, encryption_key=settings.encryption_key_bytes(), clock=lambda: then
+        )
+        async with store:
+            await store.migrate()
+            await store.append_inbox([InboxItem("north", "graph-1", b"x", then)])
+            lease = then + timedelta(minutes=1)
+            [item] = await store.claim_inbox(worker="w1", limit=9, now=then, lease_until=lease)
+            await store.complete_inbox([item.item_id or 0], worker="w1")
+            keys = ["delivered", "dead", "pending"]
+            await store.enqueue_outbox(
+                [OutboxItem("north", k, "fhir_encounter", b"x", then, then) for k in keys]
+            )
+            leased = await store.lease_outbox(worker="w1", limit=2, now=then, lease_until=lease)
+            by_key = {i.idempotency_key: i.item_id or 0 for i in leased}
+            await store.mark_delivered(by_key["delivered"], worker="w1")
+            await store.mark_dead(by_key["dead"], worker="w1", reason="fhir_rejected")
+
+    anyio.run(work)
+
+
+def test_purge_dry_run_then_purge(cli_env: CliEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed_finished(cli_env)
+    expected = {
+        "inbox": 1,
+        "outbox_delivered": 1,
+        "outbox_dead": 1,
+        "pending_authorizations": 0,
+        "nonces": 0,
+    }
+    assert main(cli_env.args("outbox", "purge", "--dry-run", "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == {"dry_run": True, "rows": expected}
+    assert main(cli_env.args("outbox", "status", "--json")) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["delivered"], counts["dead"], counts["pending"]) == (1, 1, 1)
+
+    assert main(cli_env.args("outbox", "purge")) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["KIND", "PURGED"]
+    assert "outbox_dead" in table
+    assert main(cli_env.args("outbox", "status", "--json")) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["delivered"], counts["dead"], counts["pending"]) == (0, 0, 1)
+    assert main(cli_env.args("outbox", "purge", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == dict.fromkeys(expected, 0)

@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+PURGE_EVERY = timedelta(hours=1)
+"""How often :meth:`AttendanceRuntime.maintain` runs the retention purge (at most)."""
 NOTIFICATIONS_PATH = "/graph/notifications"
 LIFECYCLE_PATH = "/graph/lifecycle"
 
@@ -138,6 +140,7 @@ class AttendanceRuntime:
         self.worker_id = worker_id or f"{socket.gethostname()[:32]}-{secrets.token_hex(4)}"
         self.handshakes = SharedHandshakes(store)
         self.visits = VisitState(store, clock)
+        self._purged_at: datetime | None = None
         microsoft = settings.microsoft
         authority = microsoft.authority_host.rstrip("/")
         self.security = WebhookSecurity(
@@ -369,7 +372,8 @@ class AttendanceRuntime:
 
     async def maintain(self) -> None:
         """Reconcile and retire visits that are over; renew the others at ⅔ of their lifetime
-        (R19) through their own tenant's manager. A failing visit never stops the others."""
+        (R19) through their own tenant's manager. A failing visit never stops the others.
+        At most once per :data:`PURGE_EVERY`, purge what retention allows (:meth:`purge`)."""
         now = self._clock()
         rows = await self._store.list_subscriptions_expiring(now + timedelta(days=365))
         for row in rows:
@@ -383,6 +387,22 @@ class AttendanceRuntime:
                     "attendance maintenance of a visit failed (%s); will retry",
                     exc.reason, extra={"alert": "attendance_maintenance"},
                 )  # fmt: skip
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            await self.purge(now)
+            self._purged_at = now
+
+    async def purge(self, now: datetime) -> dict[str, int]:
+        """Delete processed inbox rows, delivered and dead outbox rows past their retention
+        (``inbox_retention``, ``delivered_retention``, ``dead_letter_retention``) and expired
+        launch state and nonces (security.md §3.2 I6; ``Store.purge_expired``)."""
+        config = self._config
+        counts = await self._store.purge_expired(
+            now=now, inbox_keep=config.inbox_retention,
+            outbox_keep=config.delivered_retention, dead_keep=config.dead_letter_retention,
+        )  # fmt: skip
+        if any(counts.values()):
+            _log.info("retention purge: %s", ", ".join(f"{k}={n}" for k, n in counts.items()))
+        return counts
 
     async def _maintain_one(self, row: SubscriptionRow, tenant: str, now: datetime) -> None:
         manager = self.manager(tenant)

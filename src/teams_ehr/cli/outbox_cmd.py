@@ -1,11 +1,13 @@
-"""``teams-ehr outbox status|dead|retry`` (SPEC D7, E4, E6).
+"""``teams-ehr outbox status|dead|retry|purge`` (SPEC C5, D5, D7, E4, E6).
 
 The attendance outbox holds the FHIR writes still owed to EHRs. ``status`` prints the count per
 state (``pending``, ``leased``, ``delivered``, ``dead``); ``dead`` lists the dead letters (id,
 organization, kind, attempts, when, last reason code); ``retry`` puts dead letters back to
 ``pending``, due now, with a fresh retry budget
-(:meth:`~teams_ehr.store.protocol.OutboxStore.requeue_dead`). Payloads and idempotency keys are
-never printed: they may carry visit and participant details.
+(:meth:`~teams_ehr.store.protocol.OutboxStore.requeue_dead`); ``purge`` runs the retention purge
+the attendance maintenance loop runs hourly, with the windows of ``settings.attendance``
+(:meth:`~teams_ehr.store.protocol.RetentionStore.purge_expired`; ``--dry-run`` only counts).
+Payloads and idempotency keys are never printed: they may carry visit and participant details.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    outbox = sub.add_parser("outbox", help="the attendance outbox: depth, dead letters, retry")
+    outbox = sub.add_parser(
+        "outbox", help="the attendance outbox: depth, dead letters, retry, retention purge"
+    )
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
 
     status = outbox_sub.add_parser("status", help="items per state")
@@ -44,7 +48,11 @@ def register(sub: Any) -> None:
     retry.add_argument("item_ids", metavar="ITEM_ID", type=int, nargs="+")
     retry.set_defaults(run=run_retry)
 
-    for parser in (status, dead, retry):
+    purge = outbox_sub.add_parser("purge", help="delete rows past their retention windows")
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.set_defaults(run=run_purge)
+
+    for parser in (status, dead, retry, purge):
         add_settings_argument(parser)
 
 
@@ -116,3 +124,26 @@ def run_retry(args: argparse.Namespace) -> int:
             f"teams-ehr: item {item_id} is not a dead letter (unknown or not dead)", file=sys.stderr
         )
     return 1 if refused else 0
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    settings = load_cli_settings(args)
+    config = settings.attendance
+
+    async def work() -> dict[str, int]:
+        async with configured_store(settings) as store:
+            return await store.purge_expired(
+                now=utc_now(),
+                inbox_keep=config.inbox_retention,
+                outbox_keep=config.delivered_retention,
+                dead_keep=config.dead_letter_retention,
+                dry_run=args.dry_run,
+            )
+
+    counts = anyio.run(work)
+    if args.json:
+        print_json({"dry_run": args.dry_run, "rows": counts})
+    else:
+        header = "WOULD PURGE" if args.dry_run else "PURGED"
+        print_table(["KIND", header], sorted(counts.items()))
+    return 0
