@@ -15,7 +15,7 @@ from teams_ehr.cli import main
 from teams_ehr.testing.sandbox import APPROVER_OID, TENANT_ID, Sandbox
 
 if TYPE_CHECKING:
-    from conftest import CliEnv
+    from cli_helpers import CliEnv
 
 ORG: dict[str, Any] = {
     "org_id": "north-clinic",

@@ -15,7 +15,7 @@ from teams_ehr.store.factory import open_store
 from teams_ehr.store.protocol import InboxItem, OutboxItem
 
 if TYPE_CHECKING:
-    from conftest import CliEnv
+    from cli_helpers import CliEnv
 
 PAYLOAD_CANARY = "Patient/canary-4711"
 KEY_CANARY = "fhir_encounter/canary-fact-key"

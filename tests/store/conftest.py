@@ -16,13 +16,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from store_helpers import FakeClock
+from store_helpers import EVENT_BUFFER, PG_BASE, FakeClock, StoreMaker
 
 from teams_ehr.store.crypto import FieldCipher
 from teams_ehr.store.postgres import PostgresStore
 from teams_ehr.store.sqlite import SqliteStore
-
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _trio_runs_anyio_threads() -> bool:
@@ -33,7 +31,6 @@ def _trio_runs_anyio_threads() -> bool:
 
 
 TRIO_OK = _trio_runs_anyio_threads()
-EVENT_BUFFER = 16
 
 ENGINES = [
     pytest.param("sqlite-file", "asyncio", id="sqlite-file-asyncio"),
@@ -116,32 +113,6 @@ def pg_shared_dsn(pg_session_schema: str) -> str:
         for (table,) in tables:
             conn.execute(f"DELETE FROM {pg_session_schema}.{table}")
     return _dsn(pg_session_schema)
-
-
-class StoreMaker:
-    """Builds stores of one engine that share one database (two "instances")."""
-
-    def __init__(
-        self, engine: str, path: Path, cipher: FieldCipher, clock: FakeClock, dsn: str | None
-    ) -> None:
-        self.engine, self.path, self.cipher, self.clock, self.dsn = engine, path, cipher, clock, dsn
-        self._memory: SqliteStore | None = None
-
-    @property
-    def shares_database(self) -> bool:
-        """Whether :meth:`make` returns separate instances over one database."""
-        return self.engine != "sqlite-memory"
-
-    def make(
-        self, *, cipher: FieldCipher | None = None, **kwargs: object
-    ) -> SqliteStore | PostgresStore:
-        cipher = cipher or self.cipher
-        if self.engine == "postgres":
-            assert self.dsn is not None
-            return PostgresStore(self.dsn, cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
-        if self.engine == "sqlite-file":
-            return SqliteStore(str(self.path), cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
-        return SqliteStore(":memory:", cipher=cipher, clock=self.clock, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from store_helpers import EVENT_BUFFER
 
-from conftest import EVENT_BUFFER
 from teams_ehr.errors import StorageError, UsageError
 from teams_ehr.store._base import SqlStore
 from teams_ehr.store._bus import MAX_EVENT_BYTES
@@ -61,7 +61,7 @@ async def test_slow_subscriber_is_disconnected_not_blocking(store: SqlStore) -> 
 
 
 async def test_iteration_ends_when_store_closes(maker: object) -> None:
-    from conftest import StoreMaker
+    from store_helpers import StoreMaker
 
     assert isinstance(maker, StoreMaker)
     store = maker.make()

@@ -8,9 +8,8 @@ import anyio
 import psycopg
 import pytest
 import trio
-from store_helpers import FakeClock, raw
+from store_helpers import PG_BASE, FakeClock, raw
 
-from conftest import PG_BASE
 from teams_ehr.errors import ConfigurationError, StorageError
 from teams_ehr.store._pg_events import channel_name
 from teams_ehr.store.crypto import FieldCipher

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from store_helpers import FakeClock, raw
+from store_helpers import FakeClock, StoreMaker, raw
 
-from conftest import StoreMaker
 from teams_ehr.store.migrations import MIGRATIONS
 from teams_ehr.store.protocol import InboxItem, OutboxItem
 
