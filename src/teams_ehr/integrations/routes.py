@@ -30,9 +30,10 @@ from teams_ehr.errors import (
     VisitNotReadyError,
 )
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
-from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
+from teams_ehr.integrations.spec import Handler, IncomingRequest, RouteSpec
 from teams_ehr.metrics import observe_launch
 from teams_ehr.orgs.models import EnvironmentName
+from teams_ehr.visit_records import LaunchRole
 from teams_ehr.web import WebResponse, WebStream, error_response
 
 __all__ = [
@@ -73,18 +74,16 @@ def _environment(request: IncomingRequest) -> EnvironmentName:
     raise LaunchParameterError("unknown environment in launch URL", reason="bad_environment")
 
 
-async def _provider_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.begin_launch(
-        request.path_params["org_id"], _environment(request), request.params,
-        session_id=request.session_id, role="provider",
-    )  # fmt: skip
+def _launch(role: LaunchRole) -> Handler:
+    """``/launch`` (clinician) and ``/patient`` (portal): the same EHR launch, another role."""
 
+    async def handler(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+        return await app.visits.begin_launch(
+            request.path_params["org_id"], _environment(request), request.params,
+            session_id=request.session_id, role=role,
+        )  # fmt: skip
 
-async def _patient_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.begin_launch(
-        request.path_params["org_id"], _environment(request), request.params,
-        session_id=request.session_id, role="patient",
-    )  # fmt: skip
+    return handler
 
 
 async def _ehr_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
@@ -131,10 +130,10 @@ async def _roster(app: TeamsEhr, request: IncomingRequest) -> WebStream:
 
 VISIT_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
-        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
+        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _launch("provider")
     ),
     RouteSpec(
-        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _patient_launch
+        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _launch("patient")
     ),
     RouteSpec("ehr_callback", "/callback", ("GET",), _ehr_callback),
     RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
