@@ -49,7 +49,7 @@ from teams_ehr.smart.discovery import (
     openid_configuration_flow,
 )
 from teams_ehr.smart.jwks import JwksCache
-from teams_ehr.smart.jwt_verify import JwtProfile, verify_jwt, verify_jwt_flow, verify_jwt_sync
+from teams_ehr.smart.jwt_verify import JwtProfile, verify_jwt, verify_jwt_flow
 from teams_ehr.smart.launch import LaunchRequest
 from teams_ehr.smart.scopes import validate_scopes
 from teams_ehr.smart.tokens import TokenResponse, authorization_code_form, token_request_flow
@@ -360,15 +360,11 @@ class SmartLaunchClient(_LaunchClientBase):
         self, pending: PendingAuthorization | None, params: Mapping[str, str], *, session_id: str
     ) -> LaunchResult:
         """Callback → token → verified id_token → context; ``pending`` was taken by state."""
-        token = run_sync(self._redeem(pending, params, session_id), self._http)
-        checked, check = self._checked(pending)
-        claims = None
-        if check is not None:
-            id_token = required_id_token(token)
-            now = self._clock()
-            profile, jwks_uri = check
-            claims = verify_jwt_sync(id_token, profile, self._jwks, jwks_uri, self._http, now=now)
-        return finish_launch(checked, token, claims)
+        flow = complete_launch_flow(
+            self.config, pending, params, auth=self._auth, jwks=self._jwks,
+            session_id=session_id, clock=self._clock, max_attempts=self._max_attempts,
+        )  # fmt: skip
+        return run_sync(flow, self._http)
 
 
 class AsyncSmartLaunchClient(_LaunchClientBase):
