@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import pytest
@@ -22,27 +20,13 @@ def test_fastapi_example_passes_the_host_contract() -> None:
         check_host_contract(driver, sandbox)
 
 
-def test_fastapi_example_runs_from_a_settings_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    key = base64.b64encode(os.urandom(32)).decode()
-    settings = tmp_path / "settings.toml"
-    settings.write_text(
-        'app_base_url = "https://visits.example.org"\n'
-        f'store_url = "sqlite:///{tmp_path / "store.sqlite3"}"\n'
-        f'external_id_key = "{key}"\n'
-        "[microsoft]\n"
-        'client_id = "00000000-0000-0000-0000-000000000000"\n',
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("TEAMS_EHR_SETTINGS", str(settings))
-    monkeypatch.setenv("TEAMS_EHR__ENCRYPTION_KEY", key)  # secrets from the environment
+def test_fastapi_example_runs_from_a_settings_file(settings_from_file: Path) -> None:
     module = _example_module()
     with TestClient(module.app_from_environment(), base_url="https://visits.example.org") as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/.well-known/jwks.json").json() == {"keys": []}
         assert c.get("/docs").status_code == 404  # no API docs for launch endpoints
-    assert (tmp_path / "store.sqlite3").exists()
+    assert settings_from_file.exists()
 
 
 def test_example_settings_file_is_complete_but_needs_real_secrets(tmp_path: Path) -> None:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
-
-import pytest
 
 from hosts.contract import check_host_contract
 from hosts.drivers import flask_host
@@ -32,21 +28,7 @@ def test_flask_example_passes_the_host_contract() -> None:
         check_host_contract(driver, sandbox)
 
 
-def test_flask_example_runs_from_a_settings_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    key = base64.b64encode(os.urandom(32)).decode()
-    settings = tmp_path / "settings.toml"
-    settings.write_text(
-        'app_base_url = "https://visits.example.org"\n'
-        f'store_url = "sqlite:///{tmp_path / "store.sqlite3"}"\n'
-        f'external_id_key = "{key}"\n'
-        "[microsoft]\n"
-        'client_id = "00000000-0000-0000-0000-000000000000"\n',
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("TEAMS_EHR_SETTINGS", str(settings))
-    monkeypatch.setenv("TEAMS_EHR__ENCRYPTION_KEY", key)
+def test_flask_example_runs_from_a_settings_file(settings_from_file: Path) -> None:
     app = _example().app_from_environment()
     try:
         with app.test_client() as client:
@@ -54,4 +36,4 @@ def test_flask_example_runs_from_a_settings_file(
             assert client.get("/.well-known/jwks.json").get_json() == {"keys": []}
     finally:
         app.extensions["teams_ehr"].close()
-    assert (tmp_path / "store.sqlite3").exists()
+    assert settings_from_file.exists()
