@@ -20,16 +20,26 @@ _SECRET_WORDS = re.compile(
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _JOIN_PATH = re.compile(r"(/j/)[A-Za-z0-9_-]{8,}")  # patient join links in access-log paths
 
 REDACTED = "[redacted]"
 
 
 def redact_url(url: object) -> str:
-    """``scheme://host[:port]/path`` of ``url``: no userinfo, query or fragment."""
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    """``scheme://host[:port]/path`` of ``url``: no userinfo, query or fragment.
+
+    Total: a URL that ``urllib`` cannot parse (a bracketed host that is no IPv6 address, a port
+    out of range: RFC 3986 §3.2.2–3.2.3) keeps only its scheme, so redaction never raises.
+    """
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        scheme = text.partition(":")[0] if _SCHEME.match(text) else ""
+        return f"{scheme}://{REDACTED}" if scheme else REDACTED
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

@@ -625,3 +625,29 @@ def test_standalone_aud_is_canonical(
     redirect, pending = client.start_launch(sloppy, "o", launch=None, session_id="s", approved=None)
     assert dict(parse_qsl(urlsplit(redirect.url).query))["aud"] == fake.base_url
     assert pending.issuer == fake.base_url
+
+
+@pytest.mark.parametrize("nonce", [None, "", 42], ids=["absent", "empty", "not-a-string"])
+def test_id_token_without_our_nonce_refused(
+    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig,
+    monkeypatch: pytest.MonkeyPatch, nonce: object,
+) -> None:  # fmt: skip
+    """OpenID Connect Core §3.1.3.7 (11): the nonce claim must be present and equal to ours."""
+    original = fake.id_token
+
+    def without_nonce(client_id: str, user: str, *, nonce: str | None, now: Any = None) -> str:
+        claims = jwt.decode(
+            original(client_id, user, nonce=None, now=now), options={"verify_signature": False}
+        )
+        if replacement is not None:
+            claims["nonce"] = replacement
+        header = jwt.get_unverified_header(original(client_id, user, nonce=None, now=now))
+        return jwt.encode(claims, fake._key, algorithm="RS256", headers={"kid": header["kid"]})
+
+    replacement = nonce
+    monkeypatch.setattr(fake, "id_token", without_nonce)
+    client = client_for(http, config, signer)
+    redirect, pending, _ = start(client, fake)
+    with pytest.raises(TokenInvalidError) as info:
+        client.complete_launch(pending, fake.authorize_in_browser(redirect), session_id="sess")
+    assert info.value.reason == "nonce_mismatch"

@@ -6,6 +6,8 @@ import logging
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import teams_ehr  # noqa: F401  (installs redaction)
 from teams_ehr._http import ResponseTooLargeError, run_async, run_sync, with_max_bytes
@@ -100,3 +102,30 @@ def test_transport_failure_is_thrown_into_the_flow_and_delays_are_honoured() -> 
         assert run_sync(retrying(), client, sleep=slept.append) == 204
     assert attempts == ["/a", "/b"]
     assert slept == [2.5]
+
+
+_URLISH = st.text(alphabet=":/?#[]@!$&'()*+,;=%-._~aZ09 \t\"<>\\", max_size=60)
+
+
+@given(prefix=st.text(max_size=20), body=_URLISH, scheme=st.sampled_from(["http", "https"]))
+@settings(max_examples=500, deadline=None)
+def test_redaction_is_total(prefix: str, body: str, scheme: str) -> None:
+    """Redaction reads attacker-chosen text (request lines, URLs): it returns, never raises."""
+    text = f"{prefix} {scheme}://{body}"
+    assert isinstance(redact_text(text), str)
+    assert isinstance(redact_url(f"{scheme}://{body}"), str)
+
+
+@given(host=_URLISH, secret=st.from_regex(r"[A-Za-z0-9]{12}", fullmatch=True))
+@settings(max_examples=300, deadline=None)
+def test_unparseable_urls_lose_their_query(host: str, secret: str) -> None:
+    text = redact_text(f"GET https://{host}?code={secret}&x=[z]")
+    assert f"code={secret}" not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://host&a=[redacted]", "https://h:99999/x?q=CANARY", "http://u:CANARY@[z]/?a=1"],
+)
+def test_unparseable_url_keeps_scheme_only(url: str) -> None:
+    assert redact_url(url) == f"{url.partition(':')[0]}://[redacted]"
