@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -57,6 +58,7 @@ T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 BASE = "https://ehr.example/api/FHIR/R4"
 TARGET = FhirTarget(encounter="Encounter/e1", patient="Patient/p1", conference_id="c1")
 TOKEN = SecretStr("bench-token")
+PG_URL = os.environ.get("TEAMS_EHR_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 10
 
 
@@ -332,11 +334,11 @@ async def _postgres() -> Any | None:
         return None
     schema = f"bench_att_{int(time.time())}"
     try:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.Error:
         return None
-    dsn = f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    dsn = f"{PG_URL}?options=-csearch_path%3D{schema}"
     store = PostgresStore(dsn, cipher=FieldCipher(b"k" * 32))
     await store.open()
     return store, schema
@@ -345,7 +347,7 @@ async def _postgres() -> Any | None:
 def _drop_schema(schema: str) -> None:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

@@ -51,7 +51,7 @@ from teams_ehr.testing.loopback import serve_on_loopback_async
 from teams_ehr.testing.sandbox import TENANT_ID, Sandbox
 
 ORG = "sandbox-clinic"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("TEAMS_EHR_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
 Browser = Callable[[str], Awaitable[dict[str, str]]]
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from pg import POSTGRES_BASE
+
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -23,12 +25,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-POSTGRES_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture
 def postgres_dsn() -> Iterator[str]:
-    """A DSN on the real PostgreSQL (127.0.0.1:5432, database ``test``) whose ``search_path``
+    """A DSN on the real PostgreSQL (:data:`pg.POSTGRES_BASE`) whose ``search_path``
     is a fresh schema, dropped after the test, so parallel runs never collide."""
     import psycopg
 

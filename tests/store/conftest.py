@@ -2,7 +2,7 @@
 
 Tests that take the ``engine`` fixture run on SQLite (a file and ``:memory:``, each on asyncio
 and trio) and on PostgreSQL (asyncio only: psycopg's async connections do not run on trio), at
-``postgresql://postgres@127.0.0.1:5432/test``. Each PostgreSQL test gets its own schema
+``$TEAMS_EHR_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``, tests/pg.py). Each PostgreSQL test gets its own schema
 (``teams_ehr_test_<random>``, selected through ``search_path`` in the DSN) that is dropped
 afterwards, so parallel runs never collide.
 """

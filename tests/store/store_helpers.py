@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pg import POSTGRES_BASE
 from teams_ehr.store._base import SqlStore, Stmt
 from teams_ehr.store.crypto import FieldCipher
 from teams_ehr.store.postgres import PostgresStore
 from teams_ehr.store.sqlite import SqliteStore
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+PG_BASE = POSTGRES_BASE
 EVENT_BUFFER = 16
 
 
