@@ -1,4 +1,4 @@
-"""P4/P5: attendance pipeline throughput and memory (SPEC P4, P5).
+"""Requirements P4 and P5: attendance pipeline throughput and memory.
 
 Measures, in one run (ratios against baselines measured alongside):
 
@@ -6,11 +6,11 @@ Measures, in one run (ratios against baselines measured alongside):
    into :class:`FakeFhirServer` through ``httpx.MockTransport``, on the in-memory test store
    and on SQLite; baseline: a bare httpx loop POSTing the same resources (no outbox).
 2. The same on **loopback** (uvicorn on 127.0.0.1, real sockets).
-3. **Memory over 10,000 visits** (P5) — each visit enqueues its connect/disconnect facts and its
-   note into SQLite and the worker delivers them to a FHIR sink; tracemalloc (current Python
+3. **Memory over 10,000 visits** (requirement P5) — each visit enqueues its connect/disconnect facts
+   and its note into SQLite and the worker delivers them to a FHIR sink; tracemalloc (current Python
    heap) and RSS after warm-up and at the end, growth per visit.
-4. **Notifications/s into the durable inbox** (P4, goal ≥ 2,000/s on one core) — H6a's
-   ``handle_notifications`` with FakeEntra validation tokens and encrypted rich content,
+4. **Notifications/s into the durable inbox** (requirement P4, goal ≥ 2,000/s on one core) — the
+   webhook's ``handle_notifications`` with FakeEntra validation tokens and encrypted rich content,
    committing to SQLite (and PostgreSQL at 127.0.0.1:5432 if reachable), both decrypt modes.
 
     python benchmarks/bench_attendance.py [--facts 2000] [--visits 10000] [--notifications 3000]
@@ -45,7 +45,7 @@ from teams_ehr.attendance.outbox import (
     enqueue_attendance,
     enqueue_visit_note,
 )
-from teams_ehr.attendance.writer import AuditEventWriter, EpicClinicalNoteWriter, WriterStrategy
+from teams_ehr.attendance.writers import AuditEventWriter, EpicClinicalNoteWriter, WriterStrategy
 from teams_ehr.store.crypto import FieldCipher
 from teams_ehr.store.protocol import AttendanceFactRow
 from teams_ehr.store.sqlite import SqliteStore
@@ -233,7 +233,7 @@ async def memory(visits: int, warmup: int) -> dict[str, float]:
 
 
 async def inbox_rate(store: Any, count: int, per_post: int, decrypt: bool) -> float:
-    """H6a's webhook with real validation tokens and encrypted content (P4)."""
+    """The webhook with real validation tokens and encrypted content (requirement P4)."""
     from teams_ehr.attendance.notification_crypto import NotificationCertificate, encrypt_content
     from teams_ehr.attendance.notifications import ParticipantKeyer
     from teams_ehr.attendance.validation_tokens import GraphValidationTokenVerifier

@@ -1,13 +1,13 @@
-"""P3: clinic-opening burst — N concurrent provider launches in one process (SPEC P3).
+"""Requirement P3: clinic-opening burst — N concurrent provider launches in one process.
 
-Each launch is the whole provider path of SPEC C3 against the sandbox fakes, through a real
-:class:`~teams_ehr.app.TeamsEhr` and a real store: ``begin_launch`` (A1 admission, replay guard,
-discovery, authorization request) → FakeEhr's authorize (the browser) → ``complete_ehr_callback``
-(token with ``private_key_jwt``, JWKS + ``id_token`` verification, the Appointment read from the
-FHIR store, identity lookup, ``createOrGet`` + lobby PATCH + read-back on FakeGraph) → ``303``
-into the Teams meeting. Every launch is a distinct practitioner (pre-bound to a distinct
-Microsoft identity, so no Microsoft sign-in) and a distinct appointment, so every launch creates
-its own meeting.
+Each launch is the whole provider path of requirement C3 against the sandbox fakes, through a real
+:class:`~teams_ehr.app.TeamsEhr` and a real store: ``begin_launch`` (requirement A1 admission,
+replay guard, discovery, authorization request) → FakeEhr's authorize (the browser) →
+``complete_ehr_callback`` (token with ``private_key_jwt``, JWKS + ``id_token`` verification, the
+Appointment read from the FHIR store, identity lookup, ``createOrGet`` + lobby PATCH + read-back on
+FakeGraph) → ``303`` into the Teams meeting. Every launch is a distinct practitioner (pre-bound to a
+distinct Microsoft identity, so no Microsoft sign-in) and a distinct appointment, so every launch
+creates its own meeting.
 
 Variants (a fresh world, store and cold caches for each):
 
@@ -178,11 +178,11 @@ async def one_launch(sandbox: Sandbox, app: TeamsEhr, browser: Browser, index: i
     launch = sandbox.provider_launch(f"appt-{index}", user=f"practitioner-{index}")
     session = f"browser-{index}"
     params = {"iss": sandbox.ehr.base_url, "launch": launch}
-    started = await app.visits.begin_launch(ORG, "test", params, session_id=session)
+    started = await app.visits.provider.begin_launch(ORG, "test", params, session_id=session)
     if started.location is None:
         raise RuntimeError("begin_launch did not redirect to the EHR")
     callback = await browser(started.location)
-    done = await app.visits.complete_ehr_callback(callback, session_id=session)
+    done = await app.visits.callback.complete(callback, session_id=session)
     if done.status != 303 or not (done.location or "").startswith("https://teams.microsoft.com/"):
         raise RuntimeError(f"launch {index} did not end in the meeting: {done.status}")
     return time.perf_counter() - start

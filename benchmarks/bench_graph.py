@@ -1,4 +1,4 @@
-"""Graph client benchmark (SPEC B1/B2, DESIGN.md rule 8): lean GraphClient vs msgraph-sdk vs raw httpx.
+"""Graph client benchmark (requirements B1/B2, design rule 8): lean GraphClient vs msgraph-sdk vs raw httpx.
 
 Plain script: ``python benchmarks/bench_graph.py [--calls N] [--burst N]``. It starts FakeGraph in a
 separate process on 127.0.0.1 (so client CPU is measured alone), then reports, in one run:

@@ -1,4 +1,4 @@
-"""P1: cost of ``import teams_ehr`` (SPEC P1: < 150 ms wall, msgraph not loaded).
+"""Requirement P1: cost of ``import teams_ehr`` (goal: < 150 ms wall, msgraph not loaded).
 
 Runs N fresh interpreters. Each one measures, in-process, the wall time of ``import teams_ehr``
 (``time.perf_counter`` around the import) and the modules it added; the script also times the

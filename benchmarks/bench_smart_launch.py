@@ -1,4 +1,4 @@
-"""P2 (SMART part): one full EHR launch against FakeEhr on loopback, three implementations.
+"""Requirement P2 (SMART part): one full EHR launch against FakeEhr on loopback, three implementations.
 
 Each launch, over real sockets to a FakeEhr served by uvicorn on 127.0.0.1:
 

@@ -1,4 +1,4 @@
-"""Run every benchmark in sequence and summarize the performance goals P1–P5 (SPEC §P).
+"""Run every benchmark in sequence and summarize the performance goals, requirements P1–P5.
 
 Each script runs in its own interpreter with modest sizes (the whole suite is sized to finish in
 under ten minutes on two cores) and writes its markdown; this runner reads it back and writes
@@ -50,7 +50,8 @@ SCRIPTS: list[tuple[str, str, list[str], list[str]]] = [
      ["--facts", "20", "--visits", "30", "--warmup", "10", "--notifications", "20"]),
 ]  # fmt: skip
 
-HEAP_GROWTH_LIMIT = 16.0  # B/visit: P5 "no growth" = less than one small object per visit
+# B/visit: requirement P5 "no growth" = less than one small object per visit
+HEAP_GROWTH_LIMIT = 16.0
 
 
 @dataclass

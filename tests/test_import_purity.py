@@ -36,7 +36,7 @@ def test_import_teams_ehr_defers_everything_but_errors() -> None:
 
 def test_runtime_import_loads_no_framework() -> None:
     code = (
-        "import sys, json, teams_ehr; teams_ehr.TeamsEhr; teams_ehr.VisitService;"
+        "import sys, json, teams_ehr; teams_ehr.TeamsEhr;"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run(

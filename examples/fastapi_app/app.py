@@ -1,4 +1,4 @@
-"""A FastAPI host for teams-ehr (SPEC E2): the library's routes, nothing else of substance.
+"""A FastAPI host for teams-ehr (requirement E2): the library's routes, nothing else of substance.
 
 Run it with your settings (a TOML file and/or ``TEAMS_EHR__SECTION__KEY`` variables, see
 ``settings.example.toml``)::

@@ -1,4 +1,4 @@
-"""A Flask host for teams-ehr (SPEC E2): the library's routes on a sync host, nothing else.
+"""A Flask host for teams-ehr (requirement E2): the library's routes on a sync host, nothing else.
 
 The runtime is async; ``FlaskTeamsEhr`` reaches it through one long-lived anyio blocking portal.
 Run it with your settings (a TOML file and/or ``TEAMS_EHR__SECTION__KEY`` variables, see

@@ -1,9 +1,13 @@
-"""Redaction for logs and error texts (SPEC E6, security.md T08).
+"""Redaction for logs and error texts (requirement E6, threat T08).
 
-URLs lose their query string, fragment and userinfo; every record of teams_ehr, httpx, httpcore,
-msgraph, azure and the hosts' access loggers (children included) is redacted when it is made,
-including ``httpx.URL`` arguments (httpx logs the URL object, not a string, so a filter that checks
-only ``str`` misses it).
+URLs lose their query string, fragment and userinfo, including ``httpx.URL`` arguments (httpx logs
+the URL object, not a string, so a filter that checks only ``str`` misses it).
+
+Scope: importing ``teams_ehr`` changes no global logging state. Our own loggers carry the filter
+from :func:`get_logger`. The records of the libraries we drive (httpx, httpcore, msgraph, azure,
+msal) and of the hosts' access logs are redacted once :func:`install_redaction` has run: opening a
+:class:`~teams_ehr.app.TeamsEhr` runtime and mounting its routes call it, and an integrator using
+a primitive alone calls it once at start-up.
 """
 
 from __future__ import annotations
@@ -122,8 +126,10 @@ def get_logger(name: str) -> logging.Logger:
 def install_redaction() -> None:
     """Redact every record of :data:`REDACTED_LOGGERS` and their children when it is made.
 
-    Chains the current ``logging`` record factory (another library's factory keeps working) and
-    is idempotent; records of other loggers are left alone.
+    An explicit, process-wide step (never run on import): the runtime's open and the route mount
+    call it. Chains the current ``logging`` record factory (another library's factory keeps
+    working) and is idempotent; records of other loggers are left alone. Logger filters would not
+    do: a filter on ``httpcore`` never sees the records of ``httpcore.connection``.
     """
     previous = logging.getLogRecordFactory()
     if getattr(previous, "teams_ehr_redacting", False):

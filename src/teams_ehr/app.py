@@ -1,39 +1,47 @@
-"""Assemble the primitives into one runtime a host mounts (SPEC C3–C6, E2).
+"""Assemble the primitives into one runtime a host mounts (docs/guides/integrator.md).
 
 :class:`TeamsEhr` owns the store, the organization registry, the shared caches (discovery, JWKS),
-the visit service and the HTTP client; :class:`DefaultOrgServices` builds each organization's SMART
-client, Entra sign-in configuration and Graph meeting factory on demand and caches them by the
-organization's configuration hash, so an edited organization never reuses stale collaborators.
-Everything that talks HTTP uses the one injected :class:`httpx.AsyncClient`; tests and the demo
-inject a client whose transport routes to the fakes. With ``settings.attendance.enabled`` the
-runtime also assembles the attendance pipeline (:mod:`teams_ehr.attendance.runtime`, SPEC D1–D7)
+the HTTP client and the visit flows, built once per runtime as :class:`VisitFlows`
+(``runtime.visits``); :class:`DefaultOrgServices` builds each organization's SMART client, Entra
+sign-in configuration and Graph meeting factory on demand and caches them by the organization's
+configuration hash, so an edited organization never reuses stale collaborators. Everything that
+talks HTTP uses the one injected :class:`httpx.AsyncClient`; tests and the demo inject a client
+whose transport routes to the fakes. With ``settings.attendance.enabled`` the runtime also
+assembles the attendance pipeline (:mod:`teams_ehr.attendance.runtime`, docs/guides/attendance.md)
 and, with ``workers``, runs its background loops until the runtime closes.
+
+Its parts exist only while it is open (``not_open`` otherwise), and they belong to the event
+loop that opened it: the store they share refuses calls from any other loop
+(``wrong_event_loop``), because awaiting another loop's connections would hang.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 import httpx
 
 from teams_ehr import metrics
+from teams_ehr._redact import install_redaction
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
-from teams_ehr.admin import AdminPolicy, AdminService
 from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.notification_crypto import NotificationCertificate
 from teams_ehr.attendance.runtime import AttendanceRuntime
 from teams_ehr.attendance.visit_state import LaunchCapture, VisitKeyCapture
 from teams_ehr.config import SmartSettings, TeamsEhrSettings
-from teams_ehr.errors import ApprovalRequiredError, ConfigurationError
-from teams_ehr.joinlinks import JoinLinkService
+from teams_ehr.errors import ApprovalRequiredError, ConfigurationError, UsageError
 from teams_ehr.keys import LocalSigner, Signer
+from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
+from teams_ehr.orgs.console import AdminPolicy, AdminService
 from teams_ehr.orgs.models import EnvironmentName, Organization, config_hash
 from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.authorize import SmartClientConfig
@@ -48,9 +56,19 @@ from teams_ehr.teams.graph_client import GraphClient
 from teams_ehr.teams.join_urls import TEAMS_HOSTS
 from teams_ehr.teams.meetings import GraphMeetingFactory, MeetingFactory
 from teams_ehr.teams.signin import EntraAppConfig
-from teams_ehr.visits import LaunchRole, MeetingReadyHook, VisitPolicy, VisitService
+from teams_ehr.transport import AsyncPinningTransport
+from teams_ehr.visits.approval import ApprovalLaunch
+from teams_ehr.visits.binding import ClinicianBinding
+from teams_ehr.visits.callback import EhrCallback
+from teams_ehr.visits.joinlinks import JoinLinkService
+from teams_ehr.visits.launch import EhrLaunch
+from teams_ehr.visits.meetings import MeetingReadyHook, VisitMeetings
+from teams_ehr.visits.patient import PatientJoin
+from teams_ehr.visits.policy import VisitPolicy
+from teams_ehr.visits.provider import ProviderLaunch
+from teams_ehr.visits.records import LaunchRole
 
-__all__ = ["DefaultOrgServices", "TeamsEhr", "load_signers"]
+__all__ = ["DefaultOrgServices", "TeamsEhr", "VisitFlows", "load_signers"]
 
 MICROSOFT_CALLBACK_PATH = "/microsoft/callback"
 
@@ -75,7 +93,7 @@ def load_signers(settings: TeamsEhrSettings) -> dict[EnvironmentName, Signer]:
 def _scopes_for(smart: SmartSettings, role: LaunchRole) -> tuple[str, ...]:
     if role == "patient":
         return smart.patient_scopes
-    if role == "approval":  # standalone sign-in that only proves the base URL (C1)
+    if role == "approval":  # standalone sign-in that only proves the base URL
         return smart.approval_scopes
     return smart.provider_scopes
 
@@ -192,8 +210,118 @@ class DefaultOrgServices:
         return factory
 
 
+@dataclass(frozen=True, slots=True)
+class VisitFlows:
+    """``runtime.visits``: the visit flows, one object per person they serve.
+
+    ``provider`` (the clinician's launch), ``patient`` (portal launch, context-aware link, join
+    link), ``binding`` (the clinician's one-time Microsoft sign-in), ``approval`` (the standalone
+    SMART sign-in of an approval), ``meetings`` (prepare and cancel a visit's meeting) and
+    ``callback`` (the SMART ``/callback`` that dispatches to the others).
+    """
+
+    provider: ProviderLaunch
+    patient: PatientJoin
+    binding: ClinicianBinding
+    approval: ApprovalLaunch
+    meetings: VisitMeetings
+    callback: EhrCallback
+
+
+_NOT_OPEN = (
+    "TeamsEhr.{name} exists only while the runtime is open{state}: open it with "
+    "'async with runtime:', with lifespan=teams_ehr_lifespan(runtime) (Starlette/FastAPI) or with "
+    "FlaskTeamsEhr(runtime).init_app(app) (Flask); see docs/guides/integrator.md"
+)
+_WRONG_LOOP = (
+    "this TeamsEhr runtime was opened on another event loop, which owns its store and HTTP "
+    "client: awaiting them from this loop would hang. Call the runtime on the loop that opened "
+    "it: from a test, TestClient.portal.call(func, ...); from Flask, FlaskTeamsEhr.call(func, "
+    "...); never through a new anyio.run()/asyncio.run(). See docs/sync-async.md"
+)
+
+
+def _running_loop() -> object | None:
+    """The event loop running in this thread (asyncio's loop or trio's token), else ``None``."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            token: object = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return None
+        return token
+    return None
+
+
+class _LoopBoundStore:
+    """The store as the runtime's parts see it: calling any of its methods first checks that
+    the caller runs on the event loop that opened the runtime.
+
+    Every entry point (a visit flow, the registry, the console, the attendance pipeline) reaches
+    the store before any other loop-bound resource, so one called from another loop raises
+    :class:`~teams_ehr.errors.UsageError` (``wrong_event_loop``) at once instead of awaiting a
+    future that loop never completes. Reading a method is not checked, only calling it: a
+    caller may take ``runtime.store.get_meeting`` on one loop and hand it to the owner's portal.
+    """
+
+    __slots__ = ("_owner", "_store")
+
+    def __init__(self, store: Store, owner: object | None) -> None:
+        self._store = store
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        return repr(self._store)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+        owner = self._owner
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            current = _running_loop()
+            if current is not None and owner is not None and current is not owner:
+                raise UsageError(_WRONG_LOOP, reason="wrong_event_loop")
+            return value(*args, **kwargs)
+
+        return checked
+
+
+@dataclass(slots=True)
+class _OpenParts:
+    """What exists only while the runtime is open (built by :meth:`TeamsEhr.__aenter__`)."""
+
+    store: Store
+    http: httpx.AsyncClient
+    registry: OrganizationRegistry
+    jwks: JwksCache
+    discovery: DiscoveryCache
+    services: DefaultOrgServices
+    attendance: AttendanceRuntime | None
+    joinlinks: JoinLinkService
+    visits: VisitFlows
+    admin: AdminService
+
+
 class TeamsEhr:
-    """The assembled runtime: ``async with TeamsEhr(settings, ...) as app: app.visits...``."""
+    """The assembled runtime: ``async with TeamsEhr(settings, ...) as app: app.visits...``.
+
+    Open it once, on the event loop that will serve it: ``async with``,
+    :func:`~teams_ehr.integrations.starlette.teams_ehr_lifespan` or
+    :meth:`FlaskTeamsEhr.init_app <teams_ehr.integrations.flask.FlaskTeamsEhr.init_app>`. While
+    it is open it has ``.visits`` (:class:`VisitFlows`), ``.joinlinks``, ``.registry``,
+    ``.admin``, ``.attendance``, ``.store``, ``.http``, ``.services``, ``.jwks`` and
+    ``.discovery``; before it opens and after it closes each of them raises
+    :class:`~teams_ehr.errors.ConfigurationError` (``not_open``). The runtime remembers the loop
+    that opened it: its store and HTTP client belong to that loop, so a call from another loop
+    raises :class:`~teams_ehr.errors.UsageError` (``wrong_event_loop``) instead of hanging
+    (docs/sync-async.md).
+    """
 
     def __init__(
         self,
@@ -208,71 +336,181 @@ class TeamsEhr:
     ) -> None:
         self.settings = settings
         self._certificate = notification_certificate
-        self.attendance: AttendanceRuntime | None = None
         self.clock = clock
         if http is not None and None in http.timeout.as_dict().values():
-            # security.md R23: every peer call must end; a stuck EHR must not hold a worker.
+            # reliability case R23 (docs/security.md): every peer call ends, so a stuck EHR
+            # never holds a worker.
             raise ConfigurationError("the injected httpx client needs finite timeouts")
         self._http = http
         self._signers = dict(signers) if signers is not None else load_signers(settings)
         self._store = store
         self._on_meeting_ready = on_meeting_ready
         self._stack = AsyncExitStack()
+        self._parts: _OpenParts | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return "<TeamsEhr>"
 
     async def __aenter__(self) -> Self:
+        if self._parts is not None:
+            raise UsageError(
+                "this TeamsEhr runtime is already open: open it once, with one lifespan or one "
+                "FlaskTeamsEhr (compose other lifespans with compose_lifespans)",
+                reason="already_open",
+            )
+        install_redaction()  # the HTTP clients we drive log URLs (docs/security.md, threat T31)
+        try:
+            self._parts = await self._open(self._stack, _running_loop())
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self, stack: AsyncExitStack, loop: object | None) -> _OpenParts:
         settings = self.settings
-        stack = self._stack
-        if self._http is None:
-            self._http = await stack.enter_async_context(httpx.AsyncClient(timeout=20.0))
+        http = self._http
+        if http is None:
+            client = httpx.AsyncClient(
+                timeout=20.0,
+                # threat T29: names resolved per request, internal addresses refused;
+                # `localhost` only in a loopback development deployment (allow_http)
+                transport=AsyncPinningTransport(
+                    loopback_hosts=["localhost"] if settings.allow_http else []
+                ),
+            )
+            http = await stack.enter_async_context(client)
+        raw_store: Store
         if self._store is None:
             opened = open_store(
                 settings.store_url, encryption_key=settings.encryption_key_bytes(), clock=self.clock
             )
-            self._store = await stack.enter_async_context(opened)
-        await self.store.migrate()
-        self.registry = OrganizationRegistry(self.store, self.clock)
-        self.jwks = JwksCache(clock=self.clock, allow_http=settings.allow_http)
-        self.discovery = DiscoveryCache(clock=self.clock, allow_http=settings.allow_http)
+            raw_store = await stack.enter_async_context(opened)
+        else:
+            raw_store = self._store
+        await raw_store.migrate()
+        store = cast(Store, _LoopBoundStore(raw_store, loop))
+        registry = OrganizationRegistry(store, self.clock)
+        jwks = JwksCache(clock=self.clock, allow_http=settings.allow_http)
+        discovery = DiscoveryCache(clock=self.clock, allow_http=settings.allow_http)
         enabled = settings.attendance.enabled
-        self.services = DefaultOrgServices(
-            settings, http=self._http, signers=self._signers, jwks=self.jwks,
-            discovery=self.discovery, clock=self.clock,
+        services = DefaultOrgServices(
+            settings,
+            http=http,
+            signers=self._signers,
+            jwks=jwks,
+            discovery=discovery,
+            clock=self.clock,
             launch_stash=self._stash_launch if enabled else None,
-        )  # fmt: skip
+        )
+        attendance = None
         if enabled:
-            self.attendance = AttendanceRuntime(
-                settings, store=self.store, registry=self.registry, http=self._http,
-                graph_for_tenant=self.services.graph_client, signers=self._signers,
-                clock=self.clock, certificate=self._certificate,
-            )  # fmt: skip
-        self.joinlinks = JoinLinkService(self.store, self.store, clock=self.clock)
-        hosts = TEAMS_HOSTS | settings.microsoft.extra_join_hosts
-        self.visits = VisitService(
-            store=self.store, registry=self.registry, services=self.services, http=self._http,
-            external_id_key=settings.external_id_key_bytes(), joinlinks=self.joinlinks,
-            jwks=self.jwks, policy=VisitPolicy(allowed_join_hosts=hosts), clock=self.clock,
-            on_meeting_ready=self._meeting_ready,
-        )  # fmt: skip
-        self.admin = AdminService(
-            store=self.store, registry=self.registry, visits=self.visits,
-            entra=partial(self.services.entra_config_for, callback_path=ADMIN_CALLBACK),
-            jwks=self.jwks, discovery=self.discovery, http=self._http,
-            app_base_url=settings.app_base_url, clock=self.clock,
+            attendance = AttendanceRuntime(
+                settings,
+                store=store,
+                registry=registry,
+                http=http,
+                graph_for_tenant=services.graph_client,
+                signers=self._signers,
+                clock=self.clock,
+                certificate=self._certificate,
+            )
+        joinlinks = JoinLinkService(store, store, clock=self.clock)
+        visits = self._visit_flows(store, registry, services, joinlinks, jwks, http)
+        admin = AdminService(
+            store=store,
+            registry=registry,
+            visits=visits.approval,
+            entra=partial(services.entra_config_for, callback_path=ADMIN_CALLBACK),
+            jwks=jwks,
+            discovery=discovery,
+            http=http,
+            app_base_url=settings.app_base_url,
+            clock=self.clock,
             policy=AdminPolicy(
                 administrators=settings.admin.administrators,
-                session_ttl=settings.admin.session_ttl, allow_http=settings.allow_http,
+                session_ttl=settings.admin.session_ttl,
+                allow_http=settings.allow_http,
             ),
-        )  # fmt: skip
-        self.visits.on_approval_signin = self.admin.on_approval_signin
-        if self.attendance is not None and settings.attendance.workers:
+        )
+        visits.approval.on_signin = admin.on_approval_signin
+        parts = _OpenParts(
+            store=store,
+            http=http,
+            registry=registry,
+            jwks=jwks,
+            discovery=discovery,
+            services=services,
+            attendance=attendance,
+            joinlinks=joinlinks,
+            visits=visits,
+            admin=admin,
+        )
+        if attendance is not None and settings.attendance.workers:
             group = await stack.enter_async_context(anyio.create_task_group())
             stop = anyio.Event()
             stack.callback(stop.set)
-            group.start_soon(self.attendance.run, stop)
-        return self
+            group.start_soon(attendance.run, stop)
+        return parts
+
+    def _visit_flows(
+        self,
+        store: Store,
+        registry: OrganizationRegistry,
+        services: DefaultOrgServices,
+        joinlinks: JoinLinkService,
+        jwks: JwksCache,
+        http: httpx.AsyncClient,
+    ) -> VisitFlows:
+        clock = self.clock
+        hosts = TEAMS_HOSTS | self.settings.microsoft.extra_join_hosts
+        policy = VisitPolicy(allowed_join_hosts=hosts)
+        key = self.settings.external_id_key_bytes()
+        launch = EhrLaunch(
+            store=store, registry=registry, services=services, policy=policy, clock=clock
+        )
+        meetings = VisitMeetings(
+            store=store,
+            registry=registry,
+            services=services,
+            joinlinks=joinlinks,
+            external_id_key=key,
+            policy=policy,
+            on_meeting_ready=self._meeting_ready,
+        )
+        binding = ClinicianBinding(
+            store=store,
+            registry=registry,
+            services=services,
+            meetings=meetings,
+            jwks=jwks,
+            http=http,
+            clock=clock,
+        )
+        provider = ProviderLaunch(
+            launch=launch, binding=binding, meetings=meetings, http=http, clock=clock
+        )
+        patient = PatientJoin(
+            launch=launch,
+            store=store,
+            registry=registry,
+            joinlinks=joinlinks,
+            external_id_key=key,
+            policy=policy,
+            clock=clock,
+        )
+        approval = ApprovalLaunch(store=store, registry=registry, services=services)
+        callback = EhrCallback(
+            store=store, provider=provider, patient=patient, approval=approval, clock=clock
+        )
+        return VisitFlows(
+            provider=provider,
+            patient=patient,
+            binding=binding,
+            approval=approval,
+            meetings=meetings,
+            callback=callback,
+        )
 
     async def _stash_launch(self, session_id: str, target: FhirTarget) -> None:
         if self.attendance is not None:
@@ -290,25 +528,90 @@ class TeamsEhr:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            self._parts = None
+            self._closed = True
+
+    def _opened(self, name: str) -> _OpenParts:
+        if self._parts is None:
+            state = " (it is closed)" if self._closed else ""
+            raise ConfigurationError(_NOT_OPEN.format(name=name, state=state), reason="not_open")
+        return self._parts
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            raise ConfigurationError("use TeamsEhr inside 'async with'", reason="not_open")
-        return self._store
+        """The store (a view whose calls must come from the runtime's loop). Raises
+        :class:`~teams_ehr.errors.ConfigurationError` (``not_open``) unless the runtime is open."""
+        return self._opened("store").store
 
     @property
     def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            raise ConfigurationError("use TeamsEhr inside 'async with'", reason="not_open")
-        return self._http
+        """The one HTTP client every peer call uses. Raises ``ConfigurationError``
+        (``not_open``) unless the runtime is open."""
+        return self._opened("http").http
+
+    @property
+    def registry(self) -> OrganizationRegistry:
+        """The organization registry (docs/guides/ehr-analyst.md). Raises
+        ``ConfigurationError`` (``not_open``) unless the runtime is open."""
+        return self._opened("registry").registry
+
+    @property
+    def jwks(self) -> JwksCache:
+        """The shared JWKS cache (EHR and Entra signing keys). Raises ``ConfigurationError``
+        (``not_open``) unless the runtime is open."""
+        return self._opened("jwks").jwks
+
+    @property
+    def discovery(self) -> DiscoveryCache:
+        """The shared SMART discovery cache. Raises ``ConfigurationError`` (``not_open``) unless
+        the runtime is open."""
+        return self._opened("discovery").discovery
+
+    @property
+    def services(self) -> DefaultOrgServices:
+        """Per-organization SMART clients, Entra configs and Graph clients. Raises
+        ``ConfigurationError`` (``not_open``) unless the runtime is open."""
+        return self._opened("services").services
+
+    @property
+    def attendance(self) -> AttendanceRuntime | None:
+        """The attendance pipeline (docs/guides/attendance.md), ``None`` when
+        ``settings.attendance.enabled`` is off. Raises ``ConfigurationError`` (``not_open``)
+        unless the runtime is open."""
+        return self._opened("attendance").attendance
+
+    @property
+    def joinlinks(self) -> JoinLinkService:
+        """Patient join links (``/j/<token>``). Raises ``ConfigurationError`` (``not_open``)
+        unless the runtime is open."""
+        return self._opened("joinlinks").joinlinks
+
+    @property
+    def visits(self) -> VisitFlows:
+        """The visit flows (:class:`VisitFlows`). Raises ``ConfigurationError`` (``not_open``)
+        unless the runtime is open."""
+        return self._opened("visits").visits
+
+    @property
+    def admin(self) -> AdminService:
+        """The admin console's service, built from ``settings.admin`` (replace it with
+        :func:`~teams_ehr.integrations.admin_routes.install_admin`). Raises
+        ``ConfigurationError`` (``not_open``) unless the runtime is open."""
+        return self._opened("admin").admin
+
+    @admin.setter
+    def admin(self, service: AdminService) -> None:
+        self._opened("admin").admin = service
 
     async def metrics_text(self) -> str:
         """The counters of :mod:`teams_ehr.metrics` plus the outbox depth, in the Prometheus
-        text format (SPEC E6). Serve it on an operator-only route, never publicly."""
+        text format (docs/guides/integrator.md, "Observability"). Serve it on an operator-only
+        route, never publicly."""
         return await metrics.exposition(self.store)
 
     def public_jwks(self) -> dict[str, list[dict[str, str]]]:
-        """Our public JWK Set (every environment's key), for the JWKS URL (A9)."""
+        """Our public JWK Set (every environment's key), for the JWKS URL (RFC 7517)."""
         return {"keys": [s.public_jwk() for s in self._signers.values()]}

@@ -27,6 +27,7 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
     │   │   ├── MetadataMismatchError  discovery differs from the snapshot taken at approval
     │   │   └── PkceUnsupportedError   the server does not offer PKCE S256
     │   ├── OAuthError                 RFC 6749 §5.2 error from an authorization or token endpoint
+    │   │   └── AuthorizationDeclinedError  the person declined consent (``access_denied``; 403)
     │   ├── GraphError                 Microsoft Graph refused (status, code, request id)
     │   │   ├── GraphThrottledError    429/503/504 past the caller's deadline (``retry_after``)
     │   │   └── LobbyPolicyViolationError  the meeting's lobby read-back does not match the policy
@@ -37,7 +38,7 @@ are separate branches (h11's rule), and every class carries a stable ``reason`` 
         └── StorageConflictError       a uniqueness or version rule refused the write
 
 Messages and ``repr`` never contain tokens, secrets, join links or patient identifiers: errors
-carry codes and public metadata only (DESIGN.md rule 5).
+carry codes and public metadata only (design rule 5).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import ClassVar
 
 __all__ = [
     "ApprovalRequiredError",
+    "AuthorizationDeclinedError",
     "ConfigurationError",
     "ContextLinkError",
     "CrossTenantDeniedError",
@@ -191,7 +193,7 @@ class JoinLinkInvalidError(SecurityError):
 
 
 class JoinLinkRateLimitedError(JoinLinkInvalidError):
-    """Too many join-link attempts from one client; the body stays the uniform one (T20).
+    """Too many join-link attempts from one client; the body stays the uniform one (threat T20).
 
     ``retry_after`` is in seconds. Only the status (429) differs, never the body, so it reveals
     nothing about any token.
@@ -235,7 +237,8 @@ class RemoteError(TeamsEhrError):
 
 
 class TransportError(RemoteError):
-    """The network failed talking to a peer; ``__cause__`` holds httpx's exception."""
+    """The network failed talking to a peer (``__cause__`` holds httpx's exception), or the peer's
+    name resolved to an internal address (``internal_address``, threat T29): nothing was sent."""
 
     default_reason = "transport"
     http_status_hint = 503
@@ -248,7 +251,7 @@ class DiscoveryError(RemoteError):
 
 
 class MetadataMismatchError(DiscoveryError):
-    """Discovered endpoints differ from the snapshot taken at approval (security.md T03)."""
+    """Discovered endpoints differ from the snapshot taken at approval (threat T03)."""
 
     default_reason = "metadata_mismatch"
 
@@ -283,6 +286,20 @@ class OAuthError(RemoteError):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} error={self.error!r}>"
+
+
+class AuthorizationDeclinedError(OAuthError):
+    """The person declined at the authorization server: a choice, not a fault.
+
+    The redirect back carried ``error=access_denied`` (RFC 6749 §4.1.2.1: "the resource owner
+    … denied the request"), or Entra's ``consent_required``. ``reason`` is that code. The hint is
+    403, not 502: nothing failed, and retrying cannot help until the person starts again and
+    allows access (RFC 9110 §15.5.4: the server understood the request and refuses to fulfil
+    it). :func:`teams_ehr.web.error_response` shows a "you declined" page.
+    """
+
+    default_reason = "access_denied"
+    http_status_hint = 403
 
 
 class GraphError(RemoteError):
@@ -382,7 +399,7 @@ class StorageConflictError(StorageError):
 
 class VisitNotReadyError(TeamsEhrError):
     """The appointment has no verified meeting yet: the patient arrived before the visit was
-    prepared (by the clinician's launch or :meth:`~teams_ehr.visits.VisitService.prepare_visit`)."""
+    prepared (by the clinician's launch or ``runtime.visits.meetings.prepare_visit``)."""
 
     default_reason = "visit_not_ready"
     http_status_hint = 409

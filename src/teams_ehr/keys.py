@@ -1,6 +1,6 @@
 """Our signing keys: the ``Signer`` protocol, local keys, RFC 7638 ``kid``s, the published JWKS.
 
-SPEC A9 and A5; security.md T13 and T16.
+Requirements A9 and A5; threats T13 and T16.
 
 * :class:`Signer` is the seam for a KMS, HSM or Key Vault: the SDK only ever calls ``sign()`` on
   the JWS signing input, so the private key never has to sit in this process.
@@ -9,9 +9,9 @@ SPEC A9 and A5; security.md T13 and T16.
 * ``kid`` is the RFC 7638 JWK thumbprint, so it is unique and stable for a key.
 * :class:`KeyRing` publishes the JWKS (public members only) and rotates with overlap. Keep one
   key ring **per environment**: a test (non-production) ring and a production ring with distinct
-  keys, as Epic requires unique key pairs for non-production and production (T13). The key ring is
-  itself a :class:`Signer` that always signs with its active key, so a ``PrivateKeyJwt`` built on
-  it follows rotations.
+  keys, as Epic requires unique key pairs for non-production and production (threat T13). The key
+  ring is itself a :class:`Signer` that always signs with its active key, so a ``PrivateKeyJwt``
+  built on it follows rotations.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ JWKS_CACHE_CONTROL = "public, max-age=3600"
 Epic honours it over its 29 h default)."""
 
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=2)
-"""How long a retired key stays published: the JWKS ``max-age`` plus one hour (T13)."""
+"""How long a retired key stays published: the JWKS ``max-age`` plus one hour (threat T13)."""
 
 _MIN_OVERLAP = timedelta(seconds=300)  # an assertion lives at most 5 minutes (SMART)
 _RSA_DEFAULT_BITS = 3072
@@ -217,7 +217,7 @@ class _RetiredKey:
 
 
 class KeyRing:
-    """The active signer, a staged next key and retired keys still published (T13).
+    """The active signer, a staged next key and retired keys still published (threat T13).
 
     Rotation schedule: :meth:`stage` the next key (published, not yet used) at least the JWKS
     ``max-age`` plus one hour before :meth:`rotate` to it; the previous key then stays published

@@ -1,11 +1,11 @@
-"""Counters and gauges for operators (SPEC E6), dependency-free, Prometheus text format 0.0.4.
+"""Counters and gauges for operators (requirement E6), dependency-free, Prometheus text format 0.0.4.
 
 A :class:`MetricsRegistry` holds :class:`Counter` and :class:`Gauge` families. Every label has a
 :class:`LabelRule`: either a fixed set of values (anything else is counted as ``"other"``) or a
 pattern with a cap on distinct values (past the cap, new values become ``"other"``). Labels are
 therefore always low-cardinality: stage, outcome, reason codes, outbox states, organization ids.
 User, patient and practitioner identifiers, tokens and join links are never labels: the label
-*names* ``user``, ``patient``, ``subject``, ``token``… are refused outright (DESIGN.md rule 5).
+*names* ``user``, ``patient``, ``subject``, ``token``… are refused outright (design rule 5).
 
 :func:`snapshot` returns a plain ``dict``; :func:`render_prometheus` renders the exposition format
 (https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format, version 0.0.4:
@@ -57,9 +57,24 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FORBIDDEN_LABELS = frozenset(
-    {"user", "user_id", "patient", "patient_id", "practitioner", "subject", "sub", "oid",
-     "object_id", "email", "token", "join_url", "launch", "encounter", "appointment"}
-)  # fmt: skip
+    {
+        "user",
+        "user_id",
+        "patient",
+        "patient_id",
+        "practitioner",
+        "subject",
+        "sub",
+        "oid",
+        "object_id",
+        "email",
+        "token",
+        "join_url",
+        "launch",
+        "encounter",
+        "appointment",
+    }
+)
 
 Labels = tuple[str, ...]
 

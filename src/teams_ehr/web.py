@@ -1,4 +1,4 @@
-"""Framework-free HTTP responses that the integrations translate 1:1 (SPEC C4, security.md T08).
+"""Framework-free HTTP responses that the integrations translate 1:1 (requirement C4, threat T08).
 
 Every response of a launch, callback or join carries ``Referrer-Policy: no-referrer`` and
 ``Cache-Control: no-store`` so codes, states and join links never leak through the Referer header
@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from teams_ehr.errors import SecurityError, TeamsEhrError
+from teams_ehr.errors import AuthorizationDeclinedError, SecurityError, TeamsEhrError
 
 __all__ = [
     "SECURITY_HEADERS",
@@ -106,12 +106,33 @@ _PUBLIC_TEXT = {
 }
 
 
+_DECLINED_TEXT = (
+    "You chose not to allow access, so nothing was shared and the visit was not opened.",
+    "If that was a mistake, start again from your EHR or patient portal (for example "
+    "Begin virtual visit) and choose Allow.",
+)
+_CONSENT_REQUIRED_TEXT = (
+    "Your Microsoft account may not allow this app yet, so nothing was shared.",
+    "Ask your organization's Microsoft 365 administrator to approve the app, then start again "
+    "from your EHR.",
+)
+
+
+def _paragraphs(lines: tuple[str, ...]) -> str:
+    return "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+
+
 def error_response(exc: TeamsEhrError) -> WebResponse:
     """The generic page for ``exc``: status from its hint, text by status only; a 429 or 503
-    from an error that knows its ``retry_after`` also says when to retry."""
+    from an error that knows its ``retry_after`` also says when to retry. A person who declined
+    at the EHR or at Microsoft (:class:`~teams_ehr.errors.AuthorizationDeclinedError`) is told
+    so and how to start again."""
     status = exc.http_status_hint
     if isinstance(exc, SecurityError) and status >= 500:
         status = 400
+    if isinstance(exc, AuthorizationDeclinedError):
+        lines = _CONSENT_REQUIRED_TEXT if exc.reason == "consent_required" else _DECLINED_TEXT
+        return html_page(_paragraphs(lines), status=status, title="Access not allowed")
     text = _PUBLIC_TEXT.get(status, "Something went wrong. Please try again later.")
     page = html_page(f"<p>{html.escape(text)}</p>", status=status, title="teams-ehr")
     retry_after = getattr(exc, "retry_after", None)

@@ -1,7 +1,8 @@
-"""Drive the admin console over HTTP against the sandbox: browsers, sign-ins, forms (C1, C2).
+"""Drive the admin console over HTTP against the sandbox: browsers, sign-ins, forms.
 
-The test mounts every route through the real Starlette adapter. Several "browsers" share one TestClient (one runtime, one lifespan); each keeps its
-own cookie jar, so the admin and the approver have different browser sessions.
+The test mounts every route through the real Starlette adapter. Several "browsers" share one
+TestClient (one runtime, one lifespan); each keeps its own cookie jar, so the admin and the
+approver have different browser sessions.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import httpx
 
 from hosts.drivers import starlette_app
-from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.integrations.admin_routes import install_admin
+from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.testing.sandbox import APPROVER_OID, MICROSOFT_CLIENT_ID, TENANT_ID, Sandbox
 
 ADMIN_OID = "11111111-2222-4333-8444-555555555555"

@@ -1,4 +1,4 @@
-"""The whole admin → approver → records → launch flow over HTTP on the sandbox (C1, C2, T28)."""
+"""The whole admin → approver → records → launch flow over HTTP on the sandbox (T28)."""
 
 from __future__ import annotations
 
@@ -132,8 +132,13 @@ def test_audit_log_lists_every_change_without_secrets() -> None:
             "suspended",
         ]
         assert [e["actor"] for e in entries] == [
-            ADMIN_OID, ADMIN_OID, APPROVER_OID, APPROVER_OID, ADMIN_OID, ADMIN_OID,
-        ]  # fmt: skip
+            ADMIN_OID,
+            ADMIN_OID,
+            APPROVER_OID,
+            APPROVER_OID,
+            ADMIN_OID,
+            ADMIN_OID,
+        ]
         assert entries[2]["detail"]["reason"] == "stale_config_hash"
         assert entries[3]["detail"]["fhir_base"] == c.sandbox.ehr.base_url
         html = admin.get(f"/admin/orgs/{ORG}/audit")

@@ -1,4 +1,4 @@
-"""Approval workflow bypass attempts over HTTP (security.md T27, T28; SPEC C1)."""
+"""Approval workflow bypass attempts over HTTP (docs/security.md T27, T28)."""
 
 from __future__ import annotations
 
@@ -101,8 +101,13 @@ def test_edit_after_review_makes_the_reviewed_hash_stale() -> None:
         assert callback.status_code == 303
         approval_id = c.approval_id(approver)
         assert approval_id is not None
-        edited = c.edit(admin, environment="test", fhir_base=c.sandbox.ehr.base_url,
-                        client_id="teams-ehr-sandbox", context_tokens="sessionId=%CSN%")  # fmt: skip
+        edited = c.edit(
+            admin,
+            environment="test",
+            fhir_base=c.sandbox.ehr.base_url,
+            client_id="teams-ehr-sandbox",
+            context_tokens="sessionId=%CSN%",
+        )
         assert edited.status_code == 303
         assert c.approve(approver, approval_id=approval_id).status_code == 403
         assert _refusals(c) == ["stale_config_hash"]
@@ -231,8 +236,13 @@ def test_edit_after_approval_stops_launches_until_reapproved() -> None:
         assert c.full_approval(approver).status_code == 303
         c.sandbox.seed_appointment("appt-b")
         assert _launch_status(c) == 302
-        edited = c.edit(admin, environment="test", fhir_base=c.sandbox.ehr.base_url,
-                        client_id="teams-ehr-sandbox", context_tokens="sessionId=%CSN%")  # fmt: skip
+        edited = c.edit(
+            admin,
+            environment="test",
+            fhir_base=c.sandbox.ehr.base_url,
+            client_id="teams-ehr-sandbox",
+            context_tokens="sessionId=%CSN%",
+        )
         assert edited.status_code == 303
         assert _state(c) == "pending_approval"
         assert _launch_status(c) == 400

@@ -1,4 +1,4 @@
-"""AdminService without HTTP, on asyncio and trio: sessions, policy, refusals (C1, T28)."""
+"""AdminService without HTTP, on asyncio and trio: sessions, policy, refusals (T28)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from admin.console import ADMIN_OID
-from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH
 from teams_ehr.errors import (
     ApprovalRequiredError,
@@ -17,6 +16,7 @@ from teams_ehr.errors import (
     StateInvalidError,
 )
 from teams_ehr.integrations.admin_routes import admin_service, install_admin
+from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
 from teams_ehr.teams.signin import begin_microsoft_signin, store_pending_signin
 from teams_ehr.testing.sandbox import MICROSOFT_CLIENT_ID, TENANT_ID, Sandbox
 
@@ -94,9 +94,12 @@ async def test_console_callback_refuses_a_clinician_sign_in_state() -> None:
         org = await app.registry.get("sandbox-clinic")
         assert org is not None
         url, pending = begin_microsoft_signin(
-            app.services.entra_config(org), purpose="clinician_binding", bound_launch="handle",
-            session_id=SESSION, now=app.clock(),
-        )  # fmt: skip
+            app.services.entra_config(org),
+            purpose="clinician_binding",
+            bound_launch="handle",
+            session_id=SESSION,
+            now=app.clock(),
+        )
         await store_pending_signin(app.store, pending, org_id=org.org_id)
         params = {"state": pending.state.get_secret_value(), "code": "c"}
         with pytest.raises(StateInvalidError) as refused:
@@ -131,9 +134,13 @@ async def test_http_fhir_bases_need_the_policy_flag() -> None:
         config = sandbox.environment_config().model_copy(update={"allow_http": True})
         with pytest.raises(ConfigurationError) as refused:
             await service.create(
-                SESSION, session.csrf.get_secret_value(), org_id="loopback",
-                display_name="Loopback", approver_oid=ADMIN_OID, environments={"test": config},
-            )  # fmt: skip
+                SESSION,
+                session.csrf.get_secret_value(),
+                org_id="loopback",
+                display_name="Loopback",
+                approver_oid=ADMIN_OID,
+                environments={"test": config},
+            )
         assert refused.value.reason == "admin_http"
         assert await app.registry.list() == []
 
@@ -143,8 +150,8 @@ async def test_the_runtime_builds_a_console_and_install_admin_replaces_it() -> N
     sandbox = _sandbox(_Clock())
     async with sandbox.app() as app:
         built = admin_service(app)
-        assert app.visits.on_approval_signin == built.on_approval_signin
+        assert app.visits.approval.on_signin == built.on_approval_signin
         installed = install_admin(app, policy=AdminPolicy())
         assert installed is not built
         assert admin_service(app) is installed
-        assert app.visits.on_approval_signin == installed.on_approval_signin
+        assert app.visits.approval.on_signin == installed.on_approval_signin

@@ -257,11 +257,11 @@ async def test_run_loop_processes_until_stopped() -> None:
     await _deliver(h, roster_event(delta_guest("p"), at=_at(h, 1)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: processor.run(stop=stop, poll_seconds=0.01))
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while not h.store.facts:
                 await anyio.sleep(0.005)
         await _deliver(h, roster_event(delta_guest("p", left=True), at=_at(h, 5)))
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while len(h.store.facts) < 2:
                 await anyio.sleep(0.005)
         stop.set()

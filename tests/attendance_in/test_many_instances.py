@@ -80,7 +80,7 @@ async def test_webhook_on_one_instance_roster_on_another(postgres_dsn: str) -> N
             clock=h.clock,
         )
         assert (await processor.run_once()).events == 1
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             frame = (await frames.__anext__()).decode()
         assert "event: attendance" in frame
         payload = json.loads(frame.split("data: ", 1)[1])

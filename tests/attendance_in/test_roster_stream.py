@@ -165,7 +165,7 @@ async def test_payload_schema_has_no_names_or_extra_fields() -> None:
     await bus.publish(channel, "not json")
     await bus.publish(channel, json.dumps({"role": "patient"}))
     await bus.publish(channel, json.dumps(injected))
-    with anyio.fail_after(2):
+    with anyio.fail_after(30):
         frame = await frames.__anext__()
     assert CANARY_NAME.encode() not in frame
     assert set(json.loads(_parse(frame)["data"])) == {"participant", "role", "kind", "at"}

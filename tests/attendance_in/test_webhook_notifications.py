@@ -80,21 +80,30 @@ async def test_missing_client_state_dropped() -> None:
 
 
 async def test_client_state_compare_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """T22: the clientState verdict is :func:`hmac.compare_digest`'s (constant time), not ``==``.
+
+    Behaviour, not a spy: when compare_digest calls a wrong value equal, that item passes the
+    clientState check; when it calls the right value different, the item is dropped.
+    """
     import hmac
 
     from teams_ehr.attendance import webhook
 
-    seen: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
+    real, stored, wrong = hmac.compare_digest, CLIENT_STATE.encode(), b"not-the-client-state"
 
-    def spy(a: bytes, b: bytes) -> bool:
-        seen.append((a, b))
-        return real(a, b)
+    def wrong_is_equal(a: bytes, b: bytes) -> bool:
+        return True if (a, b) == (wrong, stored) else real(a, b)
 
-    monkeypatch.setattr(webhook.hmac, "compare_digest", spy)
+    def right_is_different(a: bytes, b: bytes) -> bool:
+        return False if (a, b) == (stored, stored) else real(a, b)
+
     h = await make_harness()
-    await _post(h, h.body(h.item(roster_event(delta_guest("g1")))))
-    assert (CLIENT_STATE.encode(), CLIENT_STATE.encode()) in seen
+    monkeypatch.setattr(webhook.hmac, "compare_digest", wrong_is_equal)
+    forged = h.item(roster_event(delta_guest("g1")), clientState=wrong.decode())
+    assert "client_state_mismatch" not in (await _post(h, h.body(forged))).rejected
+    monkeypatch.setattr(webhook.hmac, "compare_digest", right_is_different)
+    genuine = h.item(roster_event(delta_guest("g2")))
+    assert (await _post(h, h.body(genuine))).rejected == ("client_state_mismatch",)
 
 
 async def test_client_state_per_subscription() -> None:

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.outbox import Backoff, DeadLetter, OrgRoute, OutboxWorker
-from teams_ehr.attendance.writer import AttendanceWriter, WriterStrategy
+from teams_ehr.attendance.writers import AttendanceWriter, WriterStrategy
 from teams_ehr.store.protocol import AttendanceFactRow, OutboxItem, OutboxState
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 

@@ -19,7 +19,7 @@ from teams_ehr.attendance.outbox import (
     enqueue_attendance,
     enqueue_visit_note,
 )
-from teams_ehr.attendance.writer import AuditEventWriter, EpicClinicalNoteWriter, WriterStrategy
+from teams_ehr.attendance.writers import AuditEventWriter, EpicClinicalNoteWriter, WriterStrategy
 from teams_ehr.keys import LocalSigner
 from teams_ehr.smart.client_auth import PrivateKeyJwt
 from teams_ehr.smart.tokens import BackendServicesTokenSource

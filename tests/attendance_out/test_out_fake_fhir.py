@@ -6,7 +6,9 @@ import httpx
 import pytest
 from attendance_out_support import FHIR_BASE, T0, FakeClock
 
+from teams_ehr.testing.fake_ehr import FakeEhr
 from teams_ehr.testing.fake_fhir import FakeFhirServer
+from teams_ehr.testing.loopback import serve_on_loopback
 
 DOC = {
     "resourceType": "DocumentReference",
@@ -160,8 +162,6 @@ def test_telehealth_endpoint_records_calls() -> None:
 
 
 def test_served_as_asgi_on_loopback() -> None:
-    serve_on_loopback = pytest.importorskip("teams_ehr.testing.loopback").serve_on_loopback
-
     fake = FakeFhirServer("http://127.0.0.1/fhir")
     with serve_on_loopback(fake.asgi_app()) as url, httpx.Client(base_url=url) as http:
         created = http.post("/fhir/DocumentReference", json=DOC)
@@ -171,9 +171,8 @@ def test_served_as_asgi_on_loopback() -> None:
 
 
 def test_plugs_into_fake_ehr_as_fhir_handler() -> None:
-    fake_ehr = pytest.importorskip("teams_ehr.testing.fake_ehr")
     store = FakeFhirServer("https://ehr.test/fhir/r4")
-    ehr = fake_ehr.FakeEhr("https://ehr.test/fhir/r4", fhir_handler=store.handler)
+    ehr = FakeEhr("https://ehr.test/fhir/r4", fhir_handler=store.handler)
     assert ehr.fhir_handler == store.handler
 
 

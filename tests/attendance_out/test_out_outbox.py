@@ -36,12 +36,15 @@ from teams_ehr.attendance.outbox import (
     enqueue_attendance,
     enqueue_visit_note,
 )
-from teams_ehr.attendance.writer import (
+from teams_ehr.attendance.writers import (
     AuditEventWriter,
     EpicClinicalNoteWriter,
     WriterStrategy,
 )
+from teams_ehr.store.crypto import FieldCipher
+from teams_ehr.store.postgres import PostgresStore
 from teams_ehr.store.protocol import OutboxItem
+from teams_ehr.store.sqlite import SqliteStore
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 
 pytestmark = pytest.mark.anyio
@@ -68,9 +71,7 @@ def skip_sqlite_on_old_trio(backend: str) -> None:
 
 
 def sqlite_store(path: Path, clock: FakeClock) -> Any:
-    sqlite = pytest.importorskip("teams_ehr.store.sqlite")
-    crypto = pytest.importorskip("teams_ehr.store.crypto")
-    return sqlite.SqliteStore(str(path), cipher=crypto.FieldCipher(b"k" * 32), clock=clock)
+    return SqliteStore(str(path), cipher=FieldCipher(b"k" * 32), clock=clock)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -220,7 +221,7 @@ async def test_poison_dead_letters_at_once_with_exactly_one_alert(
 ) -> None:
     """R13/R15: 4xx poison → dead letter with its reason, one alert, no retry storm."""
     await enqueue(harness, CONNECTS[:1])
-    harness.fake.fail_next(status, count=3)
+    harness.fake.fail_next(status, times=3)
     async with mock_client(harness.fake) as http:
         worker = harness.worker(http)
         await worker.run_once()
@@ -243,7 +244,7 @@ async def test_unauthorized_gets_one_fresh_token_then_dead_letters(harness: Harn
         assert harness.tokens.calls.count(("org-a", True)) == 1
         assert len(audit_tags(harness.fake)) == 2
         await enqueue(harness, CONNECTS[2:3])
-        harness.fake.fail_next(401, count=2)
+        harness.fake.fail_next(401, times=2)
         await worker.run_once()
     (dead,) = await harness.store.list_dead()
     assert dead.last_reason == "fhir_unauthorized"
@@ -406,7 +407,7 @@ async def test_alert_failures_do_not_stop_the_worker_and_async_alerts_are_awaite
     clock = FakeClock()
     h = Harness(MemoryStore(), FakeFhirServer(FHIR_BASE, clock=clock), clock, AuditEventWriter())
     await enqueue(h, CONNECTS[:2])
-    h.fake.fail_next(400, count=2)
+    h.fake.fail_next(400, times=2)
     seen: list[DeadLetter] = []
 
     async def alert(letter: DeadLetter) -> None:
@@ -448,12 +449,10 @@ def test_backoff_is_exponential_capped_jittered_and_honours_retry_after() -> Non
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_instances_on_postgres_deliver_each_row_once(postgres_dsn: str) -> None:
     """R16 on PostgreSQL (SKIP LOCKED): two app instances, two stores, two workers each."""
-    postgres = pytest.importorskip("teams_ehr.store.postgres")
-    crypto = pytest.importorskip("teams_ehr.store.crypto")
     clock = FakeClock()
     fake = FakeFhirServer(FHIR_BASE, clock=clock)
-    cipher = crypto.FieldCipher(b"k" * 32)
-    stores = [postgres.PostgresStore(postgres_dsn, cipher=cipher, clock=clock) for _ in range(2)]
+    cipher = FieldCipher(b"k" * 32)
+    stores = [PostgresStore(postgres_dsn, cipher=cipher, clock=clock) for _ in range(2)]
     for store in stores:
         await store.open()
     try:

@@ -21,7 +21,7 @@ from teams_ehr.attendance.reconcile import (
     reconcile_visit,
     session_candidates,
 )
-from teams_ehr.attendance.writer import AuditEventWriter, EpicClinicalNoteWriter
+from teams_ehr.attendance.writers import AuditEventWriter, EpicClinicalNoteWriter
 from teams_ehr.store.protocol import MeetingRow
 from teams_ehr.teams.models import AttendanceRecord, AttendanceReport
 

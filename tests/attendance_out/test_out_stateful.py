@@ -20,6 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from teams_ehr._concurrency import KeyedLocks
 from teams_ehr.attendance.outbox import (
     CRASH_POINTS,
     Backoff,
@@ -27,7 +28,7 @@ from teams_ehr.attendance.outbox import (
     OutboxWorker,
     enqueue_attendance,
 )
-from teams_ehr.attendance.writer import AuditEventWriter, KeyedLocks, WriterStrategy
+from teams_ehr.attendance.writers import AuditEventWriter, WriterStrategy
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 
 POOL = [

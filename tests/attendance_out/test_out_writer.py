@@ -21,25 +21,23 @@ from attendance_out_support import (
 from pydantic import SecretStr
 
 from leaks import assert_no_leak
-from teams_ehr._http import run_async
-from teams_ehr.attendance.epic_telehealth import (
-    EpicTelehealthStatusWriter,
-    TelehealthStatusOptions,
-    interconnect_base,
-)
+from teams_ehr._concurrency import KeyedLocks
 from teams_ehr.attendance.fhir_resources import FhirTarget, build_audit_event
-from teams_ehr.attendance.writer import (
+from teams_ehr.attendance.writers import (
     AttendanceDelivery,
     AttendanceWriter,
     AuditEventWriter,
-    DeliveredFact,
     EncounterParticipantWriter,
     EpicClinicalNoteWriter,
-    KeyedLocks,
+    EpicTelehealthStatusWriter,
+    TelehealthStatusOptions,
+    WriteBackConfig,
     WriterStrategy,
-    create_once_flow,
 )
+from teams_ehr.attendance.writers.epic_telehealth import interconnect_base
+from teams_ehr.attendance.writers.fhir_http import create_once_flow
 from teams_ehr.errors import ConfigurationError, FhirError, FhirUnavailableError, TransportError
+from teams_ehr.sansio import run_async
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 
 pytestmark = pytest.mark.anyio
@@ -50,13 +48,7 @@ def delivery(
     strategy: WriterStrategy, facts: list | None = None, target: FhirTarget = TARGET
 ) -> AttendanceDelivery:
     facts = facts if facts is not None else [event("connected", "patient", "p-1", 71)]
-    return AttendanceDelivery(
-        strategy=strategy,
-        org_id=facts[0].org_id,
-        external_id=facts[0].external_id,
-        target=target,
-        facts=tuple(DeliveredFact.of(f) for f in facts),
-    )
+    return AttendanceDelivery.of(strategy, facts, target=target)
 
 
 async def write(
@@ -236,10 +228,11 @@ async def test_encounter_writer_merges_with_if_match_and_is_idempotent() -> None
     (stored,) = fake.resources("Encounter")
     assert stored["status"] == "finished"
     assert len(stored["participant"]) == 2
-    again = await write(
-        fake, writer, delivery(WriterStrategy.ENCOUNTER_PARTICIPANT, visit_events())
-    )
-    assert again.status == "unchanged"
+    again = [
+        (await write(fake, writer, delivery(WriterStrategy.ENCOUNTER_PARTICIPANT, [f]))).status
+        for f in visit_events()
+    ]
+    assert again == ["unchanged", "unchanged", "skipped", "skipped", *["unchanged"] * 4]
     assert fake.resources("Encounter")[0]["meta"]["versionId"] == stored["meta"]["versionId"]
 
 
@@ -385,8 +378,6 @@ def test_delivery_payload_roundtrip_keys_and_repr() -> None:
 
 def test_write_back_config_builds_the_organizations_writers() -> None:
     from pydantic import ValidationError
-
-    from teams_ehr.attendance.outbox import WriteBackConfig
 
     epic = WriteBackConfig().build_writers()
     assert list(epic) == [WriterStrategy.EPIC_CLINICAL_NOTE]

@@ -24,7 +24,7 @@ from runtime_support import (
 from teams_ehr.attendance.runtime import load_certificate
 from teams_ehr.config import load_settings
 from teams_ehr.errors import ConfigurationError
-from teams_ehr.testing.sandbox import Sandbox
+from teams_ehr.testing.sandbox import PRACTITIONER, Sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +115,7 @@ async def test_background_workers_deliver_and_stop_cleanly(tmp_path: Path) -> No
         meeting = await launch_visit(host, sandbox)
         sandbox.graph.room(meeting.meeting_id).join("leg-doc", identity="organizer")
         await sandbox.notifier.flush()
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             while not sandbox.fhir.resources("AuditEvent"):
                 await anyio.sleep(0.01)
     assert len(sandbox.fhir.resources("AuditEvent")) == 1
@@ -176,10 +176,12 @@ async def test_visit_prepared_without_a_launch(tmp_path: Path) -> None:
     sandbox = make_sandbox(tmp_path, clock)
     async with open_host(sandbox) as host:
         await sandbox.seed_organization(host.runtime, writer="audit_event")
-        await host.runtime.visits.prepare_visit(
+        await sandbox.seed_clinician(host.runtime)
+        await host.runtime.visits.meetings.prepare_visit(
             ORG,
+            environment="test",
             visit_key="Encounter/enc-9",
-            organizer_oid="5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+            ehr_user_id=PRACTITIONER,
             start=T0,
             end=T0 + timedelta(minutes=30),
         )

@@ -106,7 +106,8 @@ def test_wrong_encryption_key_is_a_clear_error(
     monkeypatch.setenv("TEAMS_EHR__ENCRYPTION_KEY", "dG9vLXNob3J0")
     assert main(cli_env.args("outbox", "status")) == 2
     err = capsys.readouterr().err
-    assert "encryption_key needs at least 32 bytes (weak_key)" in err
+    assert "encryption_key: must decode to 32 bytes" in err
+    assert "(invalid_settings)" in err
     assert "dG9vLXNob3J0" not in err
 
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from teams_ehr._http import run_sync
 from teams_ehr.errors import CrossTenantDeniedError, TokenInvalidError
+from teams_ehr.sansio import run_sync
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.teams.signin import EntraAppConfig, verify_id_token_flow
 from teams_ehr.testing.fake_entra import FakeEntra

@@ -8,7 +8,6 @@ roster (SSE for the clinician's session, 403 for another session).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +17,7 @@ import httpx
 from hosts.drivers import HostDriver, Reply, StarletteDriver
 from leaks import assert_no_leak
 from teams_ehr.integrations.routes import session_cookie_name
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import CLINICIAN_OID, PRACTITIONER, Sandbox
 
 ORG = "sandbox-clinic"
 
@@ -33,9 +32,7 @@ def _launch(driver: HostDriver, sandbox: Sandbox, appointment: str) -> Reply:
     started = driver.get(f"/launch/{ORG}/test", {"iss": sandbox.ehr.base_url, "launch": launch})
     assert started.status == 302, started.body[:200]
     _secure(started)
-    callback = sandbox.ehr.authorize_in_browser(
-        SimpleNamespace(method="GET", url=started.location, fields=())
-    )
+    callback = sandbox.ehr.authorize_in_browser(started.location)
     reply = driver.get("/callback", callback)
     _secure(reply)
     return reply
@@ -186,10 +183,11 @@ def check_attendance_contract(driver: HostDriver, sandbox: Sandbox) -> None:
 
 
 async def _issue_link(runtime, appointment, start, end):  # type: ignore[no-untyped-def]
-    return await runtime.visits.prepare_visit(
+    return await runtime.visits.meetings.prepare_visit(
         ORG,
+        environment="test",
         visit_key=f"Appointment/{appointment}",
-        organizer_oid=CLINICIAN_OID,
+        ehr_user_id=PRACTITIONER,  # signed in with Microsoft at the launch above
         start=start,
         end=end,
     )

@@ -16,7 +16,7 @@ from joinlink_support import FakeClock, MemoryJoinStore, dump_sqlite, sqlite_sto
 
 from leaks import assert_no_leak
 from teams_ehr.errors import ConfigurationError, JoinLinkInvalidError, JoinLinkRateLimitedError
-from teams_ehr.joinlinks import TOKEN_LENGTH, JoinLinkService, join_path, token_hash
+from teams_ehr.visits.joinlinks import TOKEN_LENGTH, JoinLinkService, join_path, token_hash
 
 pytestmark = pytest.mark.anyio
 

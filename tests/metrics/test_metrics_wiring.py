@@ -6,7 +6,7 @@ from hosts.contract import ORG
 from hosts.drivers import starlette_app, starlette_host
 from teams_ehr import metrics
 from teams_ehr.app import TeamsEhr
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import PRACTITIONER, Sandbox
 
 
 def _launches(stage: str, outcome: str) -> float:
@@ -46,6 +46,12 @@ def test_launch_meeting_and_refusal_counters_move() -> None:
 
 async def _prepare(runtime: TeamsEhr, sandbox: Sandbox) -> None:
     start, end = sandbox.seed_appointment("appt-m2")
-    await runtime.visits.prepare_visit(
-        ORG, visit_key="Appointment/appt-m2", organizer_oid=CLINICIAN_OID, start=start, end=end
+    await sandbox.seed_clinician(runtime)
+    await runtime.visits.meetings.prepare_visit(
+        ORG,
+        environment="test",
+        visit_key="Appointment/appt-m2",
+        ehr_user_id=PRACTITIONER,
+        start=start,
+        end=end,
     )

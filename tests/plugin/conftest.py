@@ -13,9 +13,16 @@ from __future__ import annotations
 import pytest
 
 import teams_ehr.app
+import teams_ehr.integrations.starlette
+import teams_ehr.testing.harness
 import teams_ehr.testing.sandbox
 
-PRELOADED = (teams_ehr.app, teams_ehr.testing.sandbox)
+PRELOADED = (
+    teams_ehr.app,
+    teams_ehr.integrations.starlette,
+    teams_ehr.testing.harness,
+    teams_ehr.testing.sandbox,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

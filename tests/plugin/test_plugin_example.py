@@ -1,4 +1,4 @@
-"""What an integrator writes: the sandbox fixture end to end, next to plain httpx mocks (E1)."""
+"""What an integrator writes: the harness fixture on their host, next to plain httpx mocks (E1)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import pytest
 STRICT = ("-p", "no:cacheprovider", "--strict-markers", "-W", "error")
 
 INTEGRATOR_TEST = """
-from types import SimpleNamespace
-from urllib.parse import urlsplit
-
 import pytest
+from starlette.applications import Starlette
 
-from teams_ehr.testing.sandbox import CLINICIAN_OID
+from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
 
-pytestmark = pytest.mark.anyio
+
+def create_app(runtime):
+    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
+
+
+pytestmark = [pytest.mark.anyio, pytest.mark.teams_ehr(host=create_app)]
 
 
 @pytest.fixture
@@ -22,51 +25,20 @@ def anyio_backend():
     return "asyncio"
 
 
-async def test_begin_virtual_visit_opens_the_teams_meeting(teams_ehr_sandbox, teams_ehr_graph):
-    sandbox = teams_ehr_sandbox
-    sandbox.seed_appointment("appt-1")
-    async with sandbox.app() as app:
-        org = await sandbox.seed_organization(app)
-
-        # The clinician clicks "Begin virtual visit" in the EHR.
-        launch = sandbox.provider_launch("appt-1")
-        started = await app.visits.begin_launch(
-            org.org_id, "test", {"iss": sandbox.ehr.base_url, "launch": launch},
-            session_id="browser-1",
-        )
-        assert started.status == 302
-        browser = SimpleNamespace(method="GET", url=started.location, fields=())
-        callback = sandbox.ehr.authorize_in_browser(browser)
-        first = await app.visits.complete_ehr_callback(callback, session_id="browser-1")
-
-        # First visit: the clinician signs in with Microsoft once, then lands in Teams.
-        assert first.location.startswith(sandbox.entra.authorize_endpoint)
-        sandbox.entra.sign_in_as(CLINICIAN_OID)
-        signin = sandbox.entra.authorize_in_browser(first.location)
-        entered = await app.visits.complete_microsoft_signin(signin, session_id="browser-1")
-        assert entered.status == 303
-        assert urlsplit(entered.location).hostname == "teams.microsoft.com"
-
-        (meeting,) = teams_ehr_graph.meetings.values()
-        assert meeting["joinWebUrl"] == entered.location
-        assert meeting["lobbyBypassSettings"]["scope"] == "organizer"
+async def test_begin_virtual_visit_opens_the_teams_meeting(teams_ehr_harness, teams_ehr_graph):
+    # The clinician clicks "Begin virtual visit"; the first time, they sign in with Microsoft.
+    launch = await teams_ehr_harness.clinician_launch("appt-1")
+    assert launch.in_meeting and launch.signed_in
+    (meeting,) = teams_ehr_graph.meetings.values()
+    assert meeting["joinWebUrl"] == launch.location
+    assert meeting["lobbyBypassSettings"]["scope"] == "organizer"
 
 
-@pytest.mark.teams_ehr(assert_all_consumed=True)
-async def test_graph_throttling_is_retried(teams_ehr_sandbox):
-    sandbox = teams_ehr_sandbox
-    sandbox.seed_appointment("appt-2")
-    sandbox.graph.fail_next("/onlineMeetings", 429, retry_after=0)
-    async with sandbox.app() as app:
-        org = await sandbox.seed_organization(app)
-        start, end = sandbox.seed_appointment("appt-2")
-        token = await app.visits.prepare_visit(
-            org.org_id, visit_key="Appointment/appt-2", organizer_oid=CLINICIAN_OID,
-            start=start, end=end,
-        )
-        joined = await app.visits.join(token, client_key="203.0.113.9")
-        assert joined.status == 303
-    assert len(sandbox.graph.meetings) == 1
+async def test_graph_throttling_is_retried(teams_ehr_harness, teams_ehr_graph):
+    teams_ehr_graph.fail_next("/onlineMeetings", 429, retry_after=0)
+    launch = await teams_ehr_harness.clinician_launch("appt-2")
+    assert launch.in_meeting
+    assert len(teams_ehr_graph.meetings) == 1
 """
 
 

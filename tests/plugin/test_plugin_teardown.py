@@ -123,3 +123,25 @@ def test_a_request_the_sandbox_refused_fails_the_test(pytester: pytest.Pytester)
         ]
     )
     assert "/patients" not in result.stdout.str()  # host only: paths may carry identifiers
+
+
+def test_unconsumed_lost_responses_are_listed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_scripted(teams_ehr_sandbox):
+            teams_ehr_sandbox.ehr.lose_next_response("token")
+            teams_ehr_sandbox.entra.lose_next_response("jwks", times=2)
+            teams_ehr_sandbox.fhir.lose_next_response(times=3)
+            teams_ehr_sandbox.graph.lose_next_response("createOrGet")
+        """
+    )
+    result = pytester.runpytest(*STRICT)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FakeEhr.lose_next_response('token'): 1 left*",
+            "*FakeFhirServer.lose_next_response(): 3 left*",
+            "*FakeEntra.lose_next_response('jwks'): 2 left*",
+            "*FakeGraph lose script ('createOrGet'): 1 left*",
+        ]
+    )

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hosts.drivers import HostDriver, Reply, starlette_app, starlette_host
 from teams_ehr.app import TeamsEhr
 from teams_ehr.errors import LobbyPolicyViolationError
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import CLINICIAN_OID, PRACTITIONER, Sandbox
 
 ORG = "sandbox-clinic"
 REDIRECT_PARAMS = ("next", "redirect_uri", "url", "return_to", "redirect", "continue")
@@ -163,7 +163,7 @@ def test_join_redirects_only_to_the_stored_meeting_url(
 ) -> None:
     sandbox, driver, clock = world
     start, end = sandbox.seed_appointment("appt-r2")
-    token = driver.run(_issue_link, driver.runtime, "appt-r2", start, end)
+    token = driver.run(_issue_link, sandbox, driver.runtime, "appt-r2", start, end)
     (meeting,) = sandbox.graph.meetings.values()
     clock.now = start - timedelta(minutes=10)
 
@@ -199,7 +199,7 @@ def test_join_redirect_target_from_store_only(
     """Tampering with the stored URL's host → LobbyPolicyViolation; no redirect at all."""
     sandbox, driver, clock = world
     start, end = sandbox.seed_appointment("appt-r3")
-    token = driver.run(_issue_link, driver.runtime, "appt-r3", start, end)
+    token = driver.run(_issue_link, sandbox, driver.runtime, "appt-r3", start, end)
     clock.now = start - timedelta(minutes=10)
     store = driver.runtime.store
     (meeting_id,) = sandbox.graph.meetings
@@ -213,7 +213,7 @@ def test_join_redirect_target_from_store_only(
     assert b"evil" not in reply.body
 
     async def direct() -> None:
-        await driver.runtime.visits.join(token, client_key="203.0.113.7")
+        await driver.runtime.visits.patient.join(token, client_key="203.0.113.7")
 
     with pytest.raises(LobbyPolicyViolationError) as caught:
         driver.run(direct)
@@ -221,8 +221,15 @@ def test_join_redirect_target_from_store_only(
     assert "evil" not in str(caught.value)
 
 
-async def _issue_link(runtime: TeamsEhr, appointment: str, start: datetime, end: datetime) -> str:
-    return await runtime.visits.prepare_visit(
-        ORG, visit_key=f"Appointment/{appointment}", organizer_oid=CLINICIAN_OID, start=start,
+async def _issue_link(
+    sandbox: Sandbox, runtime: TeamsEhr, appointment: str, start: datetime, end: datetime
+) -> str:
+    await sandbox.seed_clinician(runtime)
+    return await runtime.visits.meetings.prepare_visit(
+        ORG,
+        environment="test",
+        visit_key=f"Appointment/{appointment}",
+        ehr_user_id=PRACTITIONER,
+        start=start,
         end=end,
-    )  # fmt: skip
+    )

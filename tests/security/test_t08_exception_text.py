@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leaks import assert_no_leak
-from teams_ehr._http import run_sync
 from teams_ehr._types import Flow
-from teams_ehr.attendance.writer import fhir_error_for
+from teams_ehr.attendance.writers.fhir_http import fhir_error_for
 from teams_ehr.errors import TeamsEhrError, TransportError
+from teams_ehr.sansio import run_sync
 from teams_ehr.teams.graph_errors import graph_error_from_response
 
 PATIENT = "Patient/pat-CANARY-08"

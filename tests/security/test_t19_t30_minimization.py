@@ -58,18 +58,18 @@ async def _launch(sandbox: Sandbox, app: object, appointment: str, session: str)
         patient=PATIENT, encounter=ENCOUNTER, appointment=appointment, user=PRACTITIONER,
         location="dept-1", login_department="dept-1",
     )  # fmt: skip
-    started = await visits.begin_launch(
+    started = await visits.provider.begin_launch(
         ORG, "test", {"iss": sandbox.ehr.base_url, "launch": launch}, session_id=session
     )
     authorize = started.location
     params = sandbox.ehr.authorize_in_browser(
         SimpleNamespace(method="GET", url=authorize, fields=())
     )
-    reply = await visits.complete_ehr_callback(params, session_id=session)
+    reply = await visits.callback.complete(params, session_id=session)
     if reply.status == 302:
         sandbox.entra.sign_in_as(CLINICIAN_OID)
         signin = sandbox.entra.authorize_in_browser(reply.location)
-        reply = await visits.complete_microsoft_signin(signin, session_id=session)
+        reply = await visits.binding.complete_microsoft_signin(signin, session_id=session)
     assert reply.status == 303
     return str(authorize)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hosts.drivers import HostDriver, starlette_app, starlette_host
 from leaks import assert_no_leak
 from teams_ehr.app import TeamsEhr
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import PRACTITIONER, Sandbox
 
 ORG = "sandbox-clinic"
 
@@ -33,15 +33,22 @@ class _Clock:
         return self.now
 
 
-async def _issue(runtime: TeamsEhr, appointment: str, start: datetime, end: datetime) -> str:
-    return await runtime.visits.prepare_visit(
-        ORG, visit_key=f"Appointment/{appointment}", organizer_oid=CLINICIAN_OID, start=start,
+async def _issue(
+    sandbox: Sandbox, runtime: TeamsEhr, appointment: str, start: datetime, end: datetime
+) -> str:
+    await sandbox.seed_clinician(runtime)
+    return await runtime.visits.meetings.prepare_visit(
+        ORG,
+        environment="test",
+        visit_key=f"Appointment/{appointment}",
+        ehr_user_id=PRACTITIONER,
+        start=start,
         end=end,
-    )  # fmt: skip
+    )
 
 
 async def _cancel(runtime: TeamsEhr, appointment: str) -> bool:
-    return await runtime.visits.cancel_visit(ORG, f"Appointment/{appointment}")
+    return await runtime.visits.meetings.cancel_visit(ORG, f"Appointment/{appointment}")
 
 
 World = tuple[Sandbox, HostDriver, _Clock, str, datetime, datetime]
@@ -54,7 +61,7 @@ def world() -> Iterator[World]:
     with starlette_host(sandbox.app(), starlette_app) as driver:
         driver.run(sandbox.seed_organization, driver.runtime)
         start, end = sandbox.seed_appointment("appt-j1", start=clock.now + timedelta(minutes=20))
-        token = driver.run(_issue, driver.runtime, "appt-j1", start, end)
+        token = driver.run(_issue, sandbox, driver.runtime, "appt-j1", start, end)
         yield sandbox, driver, clock, token, start, end
 
 

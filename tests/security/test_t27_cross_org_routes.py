@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from hosts.drivers import HostDriver, Reply, starlette_app, starlette_host
-from teams_ehr._http import run_async
 from teams_ehr.app import TeamsEhr
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import Environment, EnvironmentConfig, Organization, config_hash
+from teams_ehr.sansio import run_async
 from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
 from teams_ehr.teams.identity import MicrosoftIdentity
 from teams_ehr.testing.fake_ehr import FakeEhr
@@ -178,10 +178,14 @@ def test_same_appointment_in_two_orgs_gives_two_isolated_visits(
     assert by_org[ORG_A].external_id != by_org[ORG_B].external_id
 
     async def issue(runtime: TeamsEhr, org: str) -> str:
-        return await runtime.visits.prepare_visit(
-            org, visit_key="Appointment/appt-shared", organizer_oid=CLINICIAN_OID,
-            start=start, end=end,
-        )  # fmt: skip
+        return await runtime.visits.meetings.prepare_visit(
+            org,
+            environment="test",
+            visit_key="Appointment/appt-shared",
+            ehr_user_id=PRACTITIONER,  # signed in with Microsoft at each organization above
+            start=start,
+            end=end,
+        )
 
     token_a = driver.run(issue, driver.runtime, ORG_A)
     token_b = driver.run(issue, driver.runtime, ORG_B)

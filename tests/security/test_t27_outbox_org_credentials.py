@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from attendance_out.attendance_out_support import T0, FakeClock, MemoryStore, event
 from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.outbox import OrgRoute, OutboxWorker, enqueue_attendance
-from teams_ehr.attendance.writer import AuditEventWriter, WriterStrategy
+from teams_ehr.attendance.writers import AuditEventWriter, WriterStrategy
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 
 pytestmark = pytest.mark.anyio

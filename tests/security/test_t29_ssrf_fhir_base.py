@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from teams_ehr._http import run_sync
 from teams_ehr.errors import DiscoveryError, LaunchParameterError
 from teams_ehr.orgs.models import EnvironmentConfig
+from teams_ehr.sansio import run_sync
 from teams_ehr.smart.canonical import canonical_fhir_base
 from teams_ehr.smart.discovery import discovery_flow
 

@@ -139,10 +139,14 @@ async def test_whole_visit_at_debug_leaks_no_secret_or_phi(
         join_web_url = sandbox.graph.meetings[meeting_id]["joinWebUrl"]
 
         # the patient: a join link, followed twice (rejoin), and one guess
-        token = await host.runtime.visits.prepare_visit(
-            ORG, visit_key="Appointment/appt-canary", organizer_oid=CLINICIAN_OID, start=start,
+        token = await host.runtime.visits.meetings.prepare_visit(
+            ORG,
+            environment="test",
+            visit_key="Appointment/appt-canary",
+            ehr_user_id=PRACTITIONER,
+            start=start,
             end=end,
-        )  # fmt: skip
+        )
         for _ in range(2):
             joined = await host.browser.get(f"/j/{token}")
             assert joined.status_code == 303

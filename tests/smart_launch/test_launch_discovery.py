@@ -12,13 +12,13 @@ import anyio
 import httpx
 import pytest
 
-from teams_ehr._http import run_sync
 from teams_ehr.errors import (
     DiscoveryError,
     MetadataMismatchError,
     PkceUnsupportedError,
     TransportError,
 )
+from teams_ehr.sansio import run_sync
 from teams_ehr.smart.discovery import (
     DiscoveryCache,
     DiscoverySnapshot,

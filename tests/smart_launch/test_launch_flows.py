@@ -15,10 +15,10 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-import teams_ehr  # noqa: F401  (installs log redaction)
 from leaks import assert_no_leak
-from teams_ehr._http import run_sync
+from teams_ehr import install_redaction
 from teams_ehr.errors import (
+    DiscoveryError,
     LaunchParameterError,
     MetadataMismatchError,
     MixUpDetectedError,
@@ -29,6 +29,7 @@ from teams_ehr.errors import (
     UntrustedIssuerError,
 )
 from teams_ehr.keys import LocalSigner, Signer
+from teams_ehr.sansio import run_sync
 from teams_ehr.smart.authorize import PendingAuthorization, SmartClientConfig, state_key
 from teams_ehr.smart.client_auth import ClientSecretBasic, PrivateKeyJwt
 from teams_ehr.smart.discovery import DiscoverySnapshot, SmartConfiguration
@@ -44,6 +45,9 @@ from teams_ehr.smart.pkce import code_challenge_s256
 from teams_ehr.store.protocol import IssuerBinding
 from teams_ehr.testing.fake_ehr import FakeEhr
 from teams_ehr.testing.loopback import serve_on_loopback
+
+install_redaction()  # as a host does at start-up (the runtime and the mount do it too)
+
 
 REDIRECT = "https://app.test/callback"
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -222,9 +226,14 @@ def test_sans_io_flows_driven_by_hand(
     )
     params = fake.authorize_in_browser(redirect)
     flow = complete_launch_flow(
-        config, pending, params, auth=PrivateKeyJwt("app", key),
-        jwks=JwksCache(clock=lambda: NOW), session_id="s", clock=lambda: NOW,
-    )  # fmt: skip
+        config,
+        pending,
+        params,
+        auth=PrivateKeyJwt("app", key),
+        jwks=JwksCache(clock=lambda: NOW),
+        session_id="s",
+        clock=lambda: NOW,
+    )
     result = run_sync(flow, http)
     assert result.context.patient == "patient-1"
 
@@ -250,17 +259,25 @@ async def launch_endpoint(
     """What a host's /launch does: parse, admit, and only then talk to the EHR."""
     request, binding = await admit_launch(parse_launch_request(params), resolver)
     return await client.start_launch(
-        binding.canonical_base, binding.org_id, launch=request.launch, session_id="s",
+        binding.canonical_base,
+        binding.org_id,
+        launch=request.launch,
+        session_id="s",
         approved=None,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "iss",
-    ["https://evil.test/fhir", "https://ehr.test/fhir/r4/../r5", "https://ehr.test/fhir",
-     "https://ehr.test@evil.test/fhir/r4", "https://ehr.test/fhir/r4?x=1"],
-)  # fmt: skip
+    [
+        "https://evil.test/fhir",
+        "https://ehr.test/fhir/r4/../r5",
+        "https://ehr.test/fhir",
+        "https://ehr.test@evil.test/fhir/r4",
+        "https://ehr.test/fhir/r4?x=1",
+    ],
+)
 async def test_launch_unknown_iss_no_io(iss: str, key: LocalSigner) -> None:
     requests: list[httpx.Request] = []
 
@@ -336,8 +353,9 @@ def test_metadata_redirect_not_followed(
     fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig
 ) -> None:
     fake.fail_next("smart-configuration", 302, headers={"Location": "http://10.0.0.1/x"})
-    with pytest.raises(Exception, match="redirect"):
+    with pytest.raises(DiscoveryError, match="redirect") as refused:
         start(client_for(http, config, signer), fake)
+    assert refused.value.reason == "discovery_redirect"
     assert len(fake.requests) == 1
 
 
@@ -443,9 +461,13 @@ def test_server_without_s256_gets_no_authorization(
     ],
 )
 def test_id_token_checks(
-    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig,
-    update: dict[str, Any], reason: str,
-) -> None:  # fmt: skip
+    fake: FakeEhr,
+    http: httpx.Client,
+    signer: CountingSigner,
+    config: SmartClientConfig,
+    update: dict[str, Any],
+    reason: str,
+) -> None:
     client = client_for(http, config, signer)
     redirect, pending, _ = start(client, fake)
     params = fake.authorize_in_browser(redirect)
@@ -456,9 +478,12 @@ def test_id_token_checks(
 
 
 def test_id_token_from_another_key_refused(
-    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig,
+    fake: FakeEhr,
+    http: httpx.Client,
+    signer: CountingSigner,
+    config: SmartClientConfig,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -494,9 +519,12 @@ def test_authorization_error_is_typed(
 
 
 def test_no_canary_in_logs_errors_or_models(
-    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig,
+    fake: FakeEhr,
+    http: httpx.Client,
+    signer: CountingSigner,
+    config: SmartClientConfig,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.DEBUG)
     for name in ("httpx", "httpcore", "teams_ehr"):
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -582,9 +610,12 @@ async def test_concurrent_launches_share_discovery_and_jwks(
 
         async def launch(index: int) -> None:
             redirect, pending = await client.start_launch(
-                fake.base_url, "o", launch=fake.issue_launch(patient=f"p{index}"),
-                session_id=f"s{index}", approved=None,
-            )  # fmt: skip
+                fake.base_url,
+                "o",
+                launch=fake.issue_launch(patient=f"p{index}"),
+                session_id=f"s{index}",
+                approved=None,
+            )
             params = fake.authorize_in_browser(redirect)
             result = await client.complete_launch(pending, params, session_id=f"s{index}")
             results.append(result.context.patient)
@@ -609,10 +640,12 @@ def test_token_503_retried_with_a_fresh_assertion(
     posts = fake.calls("token")
     assert len(posts) == 2
     jtis = {
-        jwt.decode(dict(parse_qsl(p.content.decode()))["client_assertion"],
-                   options={"verify_signature": False})["jti"]
+        jwt.decode(
+            dict(parse_qsl(p.content.decode()))["client_assertion"],
+            options={"verify_signature": False},
+        )["jti"]
         for p in posts
-    }  # fmt: skip
+    }
     assert len(jtis) == 2
     assert signer.count == 2
 
@@ -629,9 +662,13 @@ def test_standalone_aud_is_canonical(
 
 @pytest.mark.parametrize("nonce", [None, "", 42], ids=["absent", "empty", "not-a-string"])
 def test_id_token_without_our_nonce_refused(
-    fake: FakeEhr, http: httpx.Client, signer: CountingSigner, config: SmartClientConfig,
-    monkeypatch: pytest.MonkeyPatch, nonce: object,
-) -> None:  # fmt: skip
+    fake: FakeEhr,
+    http: httpx.Client,
+    signer: CountingSigner,
+    config: SmartClientConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    nonce: object,
+) -> None:
     """OpenID Connect Core §3.1.3.7 (11): the nonce claim must be present and equal to ours."""
     original = fake.id_token
 

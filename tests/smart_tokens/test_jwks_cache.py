@@ -61,9 +61,15 @@ def test_cached_key_served_without_refetch() -> None:
 
 @pytest.mark.parametrize(
     ("cache_control", "ttl"),
-    [("max-age=10", 300), ("public, max-age=7200", 7200), ("max-age=999999", 86400),
-     ("no-store", 300), (None, 300), ("max-age=abc", 300)],
-)  # fmt: skip
+    [
+        ("max-age=10", 300),
+        ("public, max-age=7200", 7200),
+        ("max-age=999999", 86400),
+        ("no-store", 300),
+        (None, 300),
+        ("max-age=abc", 300),
+    ],
+)
 def test_ttl_from_cache_control_clamped(cache_control: str | None, ttl: int) -> None:
     s = signer("RS256")
     endpoint, jwks, clock = setup(s, cache_control=cache_control)

@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from smart_tokens_fakes import TOKEN_URL, FakeClock, FakeTokenEndpoint
 
-import teams_ehr  # noqa: F401  (installs log redaction on httpx)
 from leaks import assert_no_leak
+from teams_ehr import install_redaction
 from teams_ehr.errors import OAuthError, StorageError, TransportError, UsageError
 from teams_ehr.keys import LocalSigner
 from teams_ehr.smart.client_auth import ClientSecretBasic, PrivateKeyJwt
@@ -28,6 +28,8 @@ from teams_ehr.smart.tokens import (
     request_token,
     request_token_sync,
 )
+
+install_redaction()  # as a host does at start-up (the runtime and the mount do it too)
 
 CLIENT_ID = "client-abc"
 CODE = "CODE-CANARY-7731"
@@ -61,8 +63,13 @@ def code_form() -> dict[str, str]:
     return authorization_code_form(CODE, "https://app.test/cb", "v" * 43)
 
 
-def run(endpoint: FakeTokenEndpoint, form: dict[str, str], auth: Any, clock: FakeClock,
-        sleeps: Sleeps | None = None) -> TokenResponse:  # fmt: skip
+def run(
+    endpoint: FakeTokenEndpoint,
+    form: dict[str, str],
+    auth: Any,
+    clock: FakeClock,
+    sleeps: Sleeps | None = None,
+) -> TokenResponse:
     with httpx.Client(transport=httpx.MockTransport(endpoint)) as client:
         return request_token_sync(
             client, TOKEN_URL, form, auth, clock=clock, sleep=sleeps or Sleeps()
@@ -175,15 +182,17 @@ def test_oauth_error_keeps_description_off_str(caplog: pytest.LogCaptureFixture)
     [
         (httpx.Response(200, content=b"<html>"), "invalid_response"),
         (httpx.Response(200, json=["x"]), "invalid_response"),
-        (httpx.Response(200, json={"access_token": "ACCESS-CANARY", "token_type": "mac"}),
-         "invalid_response"),
+        (
+            httpx.Response(200, json={"access_token": "ACCESS-CANARY", "token_type": "mac"}),
+            "invalid_response",
+        ),
         (httpx.Response(200, json={"token_type": "bearer"}), "invalid_response"),
         (httpx.Response(200, json={"error": "access_denied"}), "access_denied"),
         (httpx.Response(400, content=b"nope"), "invalid_response"),
         (httpx.Response(401, json={"error": "code=ACCESS-CANARY"}), "invalid_response"),
         (httpx.Response(500, content=b""), "server_error"),
     ],
-)  # fmt: skip
+)
 def test_bad_responses_map_to_oauth_error(response: httpx.Response, error: str) -> None:
     endpoint, auth, clock = fake(script=[response])
     with pytest.raises(OAuthError) as info:
@@ -310,12 +319,10 @@ async def test_concurrent_refresh_single_post_and_persisted_before_use() -> None
         assert response.refresh_token is not None
         events.append(f"persisted {response.refresh_token.get_secret_value()}")
 
-    coordinator = RefreshCoordinator(persist)
+    coordinator = RefreshCoordinator(TOKEN_URL, auth, persist, clock=clock)
 
     async def one(client: httpx.AsyncClient) -> None:
-        response = await coordinator.refresh(
-            "grant-1", SecretStr("RT-CANARY"), client, TOKEN_URL, auth, clock
-        )
+        response = await coordinator.refresh("grant-1", SecretStr("RT-CANARY"), client=client)
         events.append(f"used {response.access_token.get_secret_value()}")
 
     async with (
@@ -336,17 +343,13 @@ async def test_failed_persist_means_new_tokens_never_used() -> None:
     async def crash(response: TokenResponse) -> None:
         raise StorageError("disk full")
 
-    coordinator = RefreshCoordinator(crash)
+    coordinator = RefreshCoordinator(TOKEN_URL, auth, crash, clock=clock)
     async with httpx.AsyncClient(transport=async_transport(endpoint)) as client:
         with pytest.raises(StorageError):
-            await coordinator.refresh(
-                "grant-1", SecretStr("RT-CANARY"), client, TOKEN_URL, auth, clock
-            )
+            await coordinator.refresh("grant-1", SecretStr("RT-CANARY"), client=client)
         # the old token is spent at the server: reuse surfaces as "re-authorize", never a loop
         with pytest.raises(OAuthError) as info:
-            await coordinator.refresh(
-                "grant-1", SecretStr("RT-CANARY"), client, TOKEN_URL, auth, clock
-            )
+            await coordinator.refresh("grant-1", SecretStr("RT-CANARY"), client=client)
     assert info.value.reason == "reauthorization_required"
     assert len(endpoint.posts) == 2
 
@@ -360,12 +363,10 @@ async def test_refresh_survives_caller_cancellation() -> None:
         await anyio.sleep(0)
         persisted.append("yes")
 
-    coordinator = RefreshCoordinator(persist)
+    coordinator = RefreshCoordinator(TOKEN_URL, auth, persist, clock=clock)
     async with httpx.AsyncClient(transport=async_transport(endpoint)) as client:
         with anyio.move_on_after(0):
-            await coordinator.refresh(
-                "grant-1", SecretStr("RT-CANARY"), client, TOKEN_URL, auth, clock
-            )
+            await coordinator.refresh("grant-1", SecretStr("RT-CANARY"), client=client)
     assert persisted == ["yes"]
     assert endpoint.refresh_token == "RT-CANARY#1"
 

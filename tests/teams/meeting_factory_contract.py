@@ -191,7 +191,7 @@ async def test_patch_rejected_fails_closed(env: FactoryEnv) -> None:
 @pytest.mark.anyio
 async def test_lost_create_response_yields_one_meeting(env: FactoryEnv) -> None:
     """R03: createOrGet reached Graph but the response was lost; the retry gets the same one."""
-    env.fake.lose_response_next("createOrGet")
+    env.fake.lose_next_response("createOrGet")
     meeting, _errors = await until_ok(lambda: env.factory.ensure_meeting(request()))
     assert len(env.fake.meetings) == 1
     assert meeting.meeting_id in env.fake.meetings

@@ -134,7 +134,7 @@ async def test_scripted_faults() -> None:
     assert error["innerError"]["request-id"] == denied.headers["request-id"]
     fake.fail_next("createOrGet", 429, retry_after=5, times=2)
     assert [(await create(http)).headers.get("Retry-After") for _ in range(2)] == ["5", "5"]
-    fake.lose_response_next("createOrGet")
+    fake.lose_next_response("createOrGet")
     with pytest.raises(httpx.ReadTimeout):
         await create(http)
     assert len(fake.meetings) == 1  # the server acted before the response was lost
@@ -328,7 +328,7 @@ async def test_asgi_mode_serves_the_same_fake() -> None:
     transport = httpx.ASGITransport(app=fake.asgi_app())
     http = client(fake, transport=transport)
     assert (await create(http)).status_code == 201
-    fake.lose_response_next("createOrGet")
+    fake.lose_next_response("createOrGet")
     assert (await create(http, "ext-2")).status_code == 504
     assert len(fake.meetings) == 2
 

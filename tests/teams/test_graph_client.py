@@ -115,7 +115,7 @@ def test_parse_retry_after_forms() -> None:
 @pytest.mark.anyio
 async def test_lost_response_is_retried_for_create_or_get() -> None:
     fake, client, _ = setup()
-    fake.lose_response_next("createOrGet")
+    fake.lose_next_response("createOrGet")
     meeting_id = await create(client)
     assert list(fake.meetings) == [meeting_id]
     assert fake.plain_create_calls == []
@@ -227,7 +227,7 @@ async def test_subscription_post_not_retried_after_it_may_have_arrived() -> None
     with pytest.raises(GraphError) as caught:
         await client.create_subscription(**args)  # type: ignore[arg-type]
     assert caught.value.status_code == 504
-    fake.lose_response_next("/subscriptions")
+    fake.lose_next_response("/subscriptions")
     with pytest.raises(TransportError):
         await client.create_subscription(**args)  # type: ignore[arg-type]
     assert len(fake.subscriptions.items) == 1  # created once; never resent

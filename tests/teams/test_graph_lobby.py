@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teams_ehr.errors import ConfigurationError, LobbyPolicyViolationError
+from teams_ehr.errors import ConfigurationError, LobbyPolicyViolationError, UsageError
 from teams_ehr.teams.lobby import (
     PRESETS,
     LobbyPolicy,
@@ -166,14 +166,20 @@ def test_readback_passes_iff_identical(
 def test_custom_policy_rules(
     scope: str, dial_in: bool, presenters: str, patient_facing: bool
 ) -> None:
-    policy = LobbyPolicy(
-        name="custom",
-        patient_facing=patient_facing,
-        scope=scope,
-        dial_in_bypass=dial_in,
-        allowed_presenters=presenters,
-        allowed_lobby_admitters="organizerAndCoOrganizers",
-    )
+    fields: dict[str, Any] = {
+        "name": "custom",
+        "patient_facing": patient_facing,
+        "scope": scope,
+        "dial_in_bypass": dial_in,
+        "allowed_presenters": presenters,
+        "allowed_lobby_admitters": "organizerAndCoOrganizers",
+    }
+    if scope not in SCOPES or presenters not in PRESENTERS:  # not a Graph enum member at all
+        with pytest.raises(UsageError) as refused:
+            LobbyPolicy(**fields)
+        assert refused.value.reason == "usage"
+        return
+    policy = LobbyPolicy(**fields)
     safe = (
         scope in SCOPES
         and scope != "unknownFutureValue"
@@ -201,7 +207,39 @@ def test_record_automatically_needs_recording() -> None:
 
 
 def test_policy_is_frozen_and_strict() -> None:
-    with pytest.raises(ValueError, match="Extra inputs"):
+    with pytest.raises(UsageError, match="surprise"):
         LobbyPolicy.model_validate({**PATIENT.model_dump(), "surprise": 1})
     with pytest.raises(ValueError, match="frozen"):
         PATIENT.scope = "everyone"  # type: ignore[misc]
+
+
+def test_fields_are_the_graph_enums_and_accept_their_wire_strings() -> None:
+    policy = LobbyPolicy(
+        name="custom",
+        patient_facing=True,
+        scope="invited",
+        dial_in_bypass=False,
+        allowed_presenters=OnlineMeetingPresenters.ORGANIZER,
+        allowed_lobby_admitters="organizerAndCoOrganizers",
+        allow_meeting_chat="disabled",
+    )
+    assert policy.scope is LobbyBypassScope.INVITED
+    assert policy.allowed_presenters is OnlineMeetingPresenters.ORGANIZER
+    assert policy.allowed_lobby_admitters is AllowedLobbyAdmitterRoles.ORGANIZER_AND_CO_ORGANIZERS
+    assert policy.allow_meeting_chat is MeetingChatMode.DISABLED
+    assert validate_custom(policy) is policy
+    with pytest.raises(UsageError, match="scope"):
+        LobbyPolicy.model_validate({**policy.model_dump(), "scope": "anyoneAtAll"})
+
+
+@pytest.mark.parametrize("name", ["patient_visit", "clinician_consult", "group_visit"])
+def test_preset_by_name(name: str) -> None:
+    assert LobbyPolicy.preset(name) is PRESETS[name]
+    assert LobbyPolicy.preset(name).name == name
+
+
+def test_unknown_preset_names_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        LobbyPolicy.preset("open_house")
+    assert "patient_visit" in str(caught.value)
+    assert "clinician_consult" in str(caught.value)

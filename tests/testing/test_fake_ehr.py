@@ -218,10 +218,15 @@ def test_consent_denied(fake: FakeEhr, http: httpx.Client) -> None:
 
 def test_post_authorize(fake: FakeEhr, http: httpx.Client) -> None:
     form = {
-        "response_type": "code", "client_id": "app", "redirect_uri": REDIRECT, "scope": "openid",
-        "state": "s", "aud": fake.base_url, "code_challenge": CHALLENGE,
+        "response_type": "code",
+        "client_id": "app",
+        "redirect_uri": REDIRECT,
+        "scope": "openid",
+        "state": "s",
+        "aud": fake.base_url,
+        "code_challenge": CHALLENGE,
         "code_challenge_method": "S256",
-    }  # fmt: skip
+    }
     assert "code" in redirect_params(http.post(fake.authorize_url, data=form))
 
 
@@ -245,8 +250,14 @@ def _signed(
     signer: LocalSigner, fake: FakeEhr, clock: Clock, header: dict[str, Any], **claims: Any
 ) -> str:
     now = int(clock().timestamp())
-    body = {"iss": "app", "sub": "app", "aud": fake.token_url, "exp": now + 240, "iat": now,
-            "jti": secrets.token_urlsafe(16)}  # fmt: skip
+    body = {
+        "iss": "app",
+        "sub": "app",
+        "aud": fake.token_url,
+        "exp": now + 240,
+        "iat": now,
+        "jti": secrets.token_urlsafe(16),
+    }
     body.update({k: now + v.seconds if isinstance(v, Later) else v for k, v in claims.items()})
     body = {k: v for k, v in body.items() if v is not None}
     private = _private_key(signer)
@@ -326,8 +337,12 @@ def test_token_endpoint_requires_form_post(fake: FakeEhr, http: httpx.Client) ->
 
 def test_client_secret_basic_and_public(fake: FakeEhr, http: httpx.Client) -> None:
     code = redirect_params(authorize(fake, http, client_id="secret-app"))["code"]
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-            "code_verifier": VERIFIER}  # fmt: skip
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": VERIFIER,
+    }
     basic = base64.b64encode(b"secret-app:s3cr%3Aet").decode()
     ok = token(http, fake, form, headers={"Authorization": f"Basic {basic}"})
     assert ok.status_code == 200, ok.text

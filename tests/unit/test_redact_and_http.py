@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import teams_ehr  # noqa: F401  (installs redaction)
-from teams_ehr._http import ResponseTooLargeError, run_async, run_sync, with_max_bytes
+from teams_ehr import install_redaction
 from teams_ehr._redact import redact_text, redact_url
 from teams_ehr._types import Flow
 from teams_ehr.errors import TransportError
+from teams_ehr.sansio import ResponseTooLargeError, run_async, run_sync, with_max_bytes
+
+install_redaction()  # as a host does at start-up (the runtime and the mount do it too)
 
 
 def test_redact_url_strips_query_userinfo_fragment() -> None:
@@ -79,7 +81,7 @@ def test_size_cap_and_transport_error() -> None:
 
 
 def test_transport_failure_is_thrown_into_the_flow_and_delays_are_honoured() -> None:
-    from teams_ehr._http import with_delay
+    from teams_ehr.sansio import with_delay
 
     attempts: list[str] = []
 

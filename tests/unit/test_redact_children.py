@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -46,3 +49,60 @@ def test_other_loggers_and_the_factory_chain_are_kept(caplog: pytest.LogCaptureF
         logging.setLogRecordFactory(previous)
     assert CANARY in caplog.text
     assert seen == ["myapp"]
+
+
+def _fresh_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_import_changes_no_global_logging_state() -> None:
+    """A library must not reconfigure logging on import: the record factory stays the stdlib's."""
+    out = _fresh_python(
+        """
+        import logging
+        before = logging.getLogRecordFactory()
+        import teams_ehr, teams_ehr.app, teams_ehr.smart.flows, teams_ehr.integrations.routes
+        print(logging.getLogRecordFactory() is before is logging.LogRecord)
+        """
+    )
+    assert out == "True"
+
+
+def test_mounting_the_routes_installs_redaction() -> None:
+    out = _fresh_python(
+        """
+        import base64, logging, os
+        from teams_ehr import TeamsEhrSettings, TeamsEhr
+        from teams_ehr.integrations.routes import mounted_routes
+        key = base64.b64encode(os.urandom(32)).decode()
+        settings = TeamsEhrSettings(
+            app_base_url="https://visits.example.org", store_url="sqlite://:memory:",
+            encryption_key=key, external_id_key=key,
+            microsoft={"client_id": "00000000-0000-0000-0000-000000000000"},
+        )
+        print(getattr(logging.getLogRecordFactory(), "teams_ehr_redacting", False))
+        mounted_routes(settings)
+        print(getattr(logging.getLogRecordFactory(), "teams_ehr_redacting", False))
+        """
+    )
+    assert out.split() == ["False", "True"]
+
+
+def test_opening_the_runtime_installs_redaction() -> None:
+    out = _fresh_python(
+        """
+        import anyio, logging
+        from teams_ehr.testing.sandbox import Sandbox
+
+        async def main() -> None:
+            async with Sandbox().app():
+                print(getattr(logging.getLogRecordFactory(), "teams_ehr_redacting", False))
+
+        print(getattr(logging.getLogRecordFactory(), "teams_ehr_redacting", False))
+        anyio.run(main)
+        """
+    )
+    assert out.split() == ["False", "True"]

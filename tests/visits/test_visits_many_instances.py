@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from teams_ehr.errors import LaunchParameterError
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import CLINICIAN_OID, PRACTITIONER, Sandbox
 
 pytestmark = pytest.mark.anyio
 ORG = "sandbox-clinic"
@@ -39,29 +39,34 @@ async def test_launch_on_one_instance_completes_on_another(store_url: str) -> No
         await sandbox.seed_organization(a)
 
         launch = sandbox.provider_launch("appt-c6")
-        started = await a.visits.begin_launch(
+        started = await a.visits.provider.begin_launch(
             ORG, "test", {"iss": sandbox.ehr.base_url, "launch": launch}, session_id="browser"
         )
         callback = sandbox.ehr.authorize_in_browser(
             SimpleNamespace(method="GET", url=started.location, fields=())
         )
-        signin = await b.visits.complete_ehr_callback(callback, session_id="browser")
+        signin = await b.visits.callback.complete(callback, session_id="browser")
         assert signin.location is not None
         sandbox.entra.sign_in_as(CLINICIAN_OID)
         back = sandbox.entra.authorize_in_browser(signin.location)
-        entered = await a.visits.complete_microsoft_signin(back, session_id="browser")
+        entered = await a.visits.binding.complete_microsoft_signin(back, session_id="browser")
         assert entered.status == 303
 
         # The replayed launch value is refused on the other instance too.
         with pytest.raises(LaunchParameterError):
-            await b.visits.begin_launch(
+            await b.visits.provider.begin_launch(
                 ORG, "test", {"iss": sandbox.ehr.base_url, "launch": launch}, session_id="x"
             )
 
-        token = await b.visits.prepare_visit(
-            ORG, visit_key="Appointment/appt-c6", organizer_oid=CLINICIAN_OID, start=start, end=end
+        token = await b.visits.meetings.prepare_visit(
+            ORG,
+            environment="test",
+            visit_key="Appointment/appt-c6",
+            ehr_user_id=PRACTITIONER,  # bound on instance a, read on instance b
+            start=start,
+            end=end,
         )
-        joined = await a.visits.join(token, client_key="198.51.100.7")
+        joined = await a.visits.patient.join(token, client_key="198.51.100.7")
         assert joined.status == 303
         assert joined.location == next(iter(sandbox.graph.meetings.values()))["joinWebUrl"]
         assert len(sandbox.graph.meetings) == 1

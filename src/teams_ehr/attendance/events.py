@@ -1,4 +1,4 @@
-"""Typed attendance events and the role mapping (SPEC D2; security.md T26, T33).
+"""Typed attendance events and the role mapping (requirement D2; threats T26, T33).
 
 An :class:`AttendanceEvent` says *who kind of person* (role) did *what* (kind) *when* (Graph's
 ``eventDateTime``, UTC — never our clock). Identities are a keyed hash (``participant_key``), so
@@ -6,7 +6,7 @@ an event carries no Graph id, no display name and no join URL. ``fact_key`` is a
 hash of (organization, meeting, participant, kind, time): redeliveries of one notification — and
 the same change seen twice — collapse onto one fact.
 
-Role table (:class:`RoleMapper`, security.md T26 ``test_role_mapping_table``):
+Role table (:class:`RoleMapper`, threat T26 ``test_role_mapping_table``):
 
 =========================================================  ===========================
 identity                                                   role
@@ -123,7 +123,8 @@ class AttendanceEvent(BaseModel):
         )
 
     def roster_payload(self) -> dict[str, str]:
-        """What the live roster shows (D3): participant handle, role, kind, time — nothing else."""
+        """What the live roster shows (requirement D3): participant handle, role, kind, time —
+        nothing else."""
         return {
             "participant": self.participant_key[:12],
             "role": self.role,

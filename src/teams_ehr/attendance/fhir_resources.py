@@ -1,21 +1,21 @@
-"""Pure mapping of attendance facts to FHIR R4 JSON (SPEC D4; security.md T33, §3.2 I3/I7).
+"""Pure mapping of attendance facts to FHIR R4 JSON (requirement D4; threat T33; invariant I3).
 
 No I/O here: builders take facts (role codes, kinds, UTC times, opaque keys) and a
 :class:`FhirTarget` and return resource dictionaries. Every resource carries ``meta.source`` and
 an identity derived from the fact, so a retried write is found instead of duplicated:
 
-* ``DocumentReference`` (Epic ``DocumentReference.Create (Clinical Notes)``, smart-epic.md §2.9):
-  one ``text/plain`` base64 attachment summarising the visit by role and time (no names),
-  ``context.encounter``, ``status=current``, ``docStatus`` configurable, LOINC type. Identity:
-  ``identifier`` = (``note_system``, key of the visit and its fact set).
+* ``DocumentReference`` (Epic ``DocumentReference.Create (Clinical Notes)``,
+  https://fhir.epic.com/): one ``text/plain`` base64 attachment summarising the visit by role
+  and time (no names), ``context.encounter``, ``status=current``, ``docStatus`` configurable,
+  LOINC type. Identity: ``identifier`` = (``note_system``, key of the visit and its fact set).
 * ``AuditEvent`` per connect/disconnect (R4 required: ``type``, ``recorded``, ``agent`` with
   ``requestor``, ``source.observer``). R4 ``AuditEvent`` has no ``identifier`` element, so the
   identity is a ``meta.tag`` (searchable everywhere with ``_tag``) and repeated as
   ``entity.what.identifier``.
 * ``Encounter``: participant periods and status merged into the current resource, commutative and
-  idempotent (I7): one participant entry per opaque participant key, ``period.start`` the earliest
-  connect or disconnect (a leave before its join is accepted), ``period.end`` the latest
-  disconnect (so ``start ≤ end`` always holds); status only moves forward
+  idempotent (invariant I7): one participant entry per opaque participant key, ``period.start``
+  the earliest connect or disconnect (a leave before its join is accepted), ``period.end`` the
+  latest disconnect (so ``start ≤ end`` always holds); status only moves forward
   (``planned/arrived/triaged → in-progress → finished``).
 
 FHIR R4: DocumentReference https://hl7.org/fhir/R4/documentreference.html, AuditEvent
@@ -134,12 +134,19 @@ class ResourceIdentity:
         if resource.get("resourceType") != self.resource_type:
             return False
         if self.via == "identifier":
-            items = resource.get("identifier") or []
-            return any(
-                i.get("system") == self.system and i.get("value") == self.value for i in items
+            items = resource.get("identifier")
+            return isinstance(items, list) and any(
+                isinstance(i, dict)
+                and i.get("system") == self.system
+                and i.get("value") == self.value
+                for i in items
             )
-        tags = (resource.get("meta") or {}).get("tag") or []
-        return any(t.get("system") == self.system and t.get("code") == self.value for t in tags)
+        meta = resource.get("meta")
+        tags = meta.get("tag") if isinstance(meta, dict) else None
+        return isinstance(tags, list) and any(
+            isinstance(t, dict) and t.get("system") == self.system and t.get("code") == self.value
+            for t in tags
+        )
 
 
 def fhir_instant(at: datetime) -> str:
@@ -329,7 +336,8 @@ def merge_encounter(
 ) -> JsonObject | None:
     """The encounter with ``facts`` merged in, or ``None`` if nothing changes (no write).
 
-    Merging is commutative and idempotent, so retries and reordering give one result (I7)."""
+    Merging is commutative and idempotent, so retries and reordering give one result
+    (invariant I7)."""
     opts = options or EncounterOptions()
     result = copy.deepcopy(encounter)
     participants: list[JsonObject] = result.setdefault("participant", [])
@@ -359,7 +367,7 @@ def merge_encounter(
             rank = _STATUS_RANK.get(str(result.get("status")))
             if rank is not None and rank < _STATUS_RANK[wanted]:
                 result["status"] = wanted
-    if participants:  # ours sorted by key after any foreign entries: order-independent (I7)
+    if participants:  # ours sorted by key after foreign entries: order-free (invariant I7)
         ours = [e for e in participants if _entry_key(e, opts.participant_extension) is not None]
         foreign = [e for e in participants if _entry_key(e, opts.participant_extension) is None]
         ours.sort(key=lambda e: _entry_key(e, opts.participant_extension) or "")

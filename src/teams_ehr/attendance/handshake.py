@@ -1,4 +1,4 @@
-"""The webhook validation handshake, and who may answer it (SPEC D1, C6; security.md T21).
+"""The webhook validation handshake, and who may answer it (requirements D1, C6; threat T21).
 
 Graph docs, *Receive change notifications through webhooks*, "notificationUrl validation": when
 a subscription is created Graph POSTs ``{notificationUrl}?validationToken=…`` (and the same to
@@ -14,8 +14,8 @@ our own subscription requests is pending on that path, the token at most 1 KiB, 
   instance that POSTs ``/subscriptions`` also receives Graph's validation request (one instance,
   or a load balancer that routes the webhook path to it).
 * :class:`SharedHandshakes` — through the store's :class:`~teams_ehr.store.protocol.NonceStore`,
-  so any instance may answer (C6: no sticky sessions). A window is recorded as one nonce per
-  (path, second) it covers; a probe inserts an already-expired nonce, which is a no-op.
+  so any instance may answer (requirement C6: no sticky sessions). A window is recorded as one
+  nonce per (path, second) it covers; a probe inserts an already-expired nonce, which is a no-op.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""From the durable inbox to attendance events, facts, the live roster and the outbox (D1–D3).
+"""From the durable inbox to attendance events, facts, the live roster and the outbox.
 
-security.md §3.3, the worker half of the pipeline: claim inbox items (leased, so several workers
-and crashed workers are safe), turn each stored call event into :class:`AttendanceEvent` objects
-(role mapping needs the meeting's organizer, hashed), infer ``admitted`` from the stored facts,
-then
+Requirements D1–D3; the worker half of docs/security.md#attendance-pipeline: claim inbox items
+(leased, so several workers and crashed workers are safe), turn each stored call event into
+:class:`AttendanceEvent` objects (role mapping needs the meeting's organizer, hashed), infer
+``admitted`` from the stored facts, then
 
 1. record the facts (idempotent by ``fact_key``),
-2. hand the events to the ``sink`` (H6b's outbox enqueuer; idempotent by ``fact_key``),
+2. hand the events to the ``sink`` (:class:`~.reconcile.OutboxSink`; idempotent by ``fact_key``),
 3. publish them on the visit's roster channel — best effort, the UI resyncs from the facts,
 
 and only then complete the item. An exception leaves the item leased; it returns when the lease
@@ -173,7 +173,7 @@ class InboxProcessor:
         if meeting is not None and envelope.resource_fingerprint != join_url_fingerprint(
             meeting.join_url
         ):
-            # security.md T24: the notification must name the subscription's own meeting
+            # threat T24: the notification must name the subscription's own meeting
             _log.warning(
                 "call event for another meeting dropped",
                 extra={"security_event": "resource_mismatch"},

@@ -1,8 +1,9 @@
-"""Rich-notification encryption: our certificate, and decrypting Graph's ``encryptedContent`` (D1).
+"""Rich-notification encryption: our certificate, and decrypting Graph's ``encryptedContent``
+(requirement D1).
 
 Graph encrypts the resource data of a rich notification for the certificate given at subscription
 time (Graph docs, *Set up change notifications that include resource data*, "Decrypting resource
-data from change notifications"; security.md T23):
+data from change notifications"; threat T23):
 
 1. ``dataKey`` is the symmetric key wrapped with RSA-OAEP (SHA-1 MGF and hash) for the certificate
    named by ``encryptionCertificateId``;

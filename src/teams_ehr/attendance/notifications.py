@@ -1,4 +1,5 @@
-"""Graph change-notification payloads and meeting call events, parsed without names (D1, D2).
+"""Graph change-notification payloads and meeting call events, parsed without names
+(requirements D1, D2).
 
 Wire models follow Graph's ``changeNotificationCollection`` / ``changeNotification`` /
 ``changeNotificationEncryptedContent`` resources (v1.0 and beta reference) and the lifecycle
@@ -16,7 +17,7 @@ come in two shapes, both accepted by :func:`parse_call_event`:
   carrying ``identity.{User|…}`` (capitalised keys).
 
 Display names are never read: identities become a keyed hash (:class:`ParticipantKeyer`), an
-identity kind and a tenant id (security.md T26).
+identity kind and a tenant id (threat T26).
 """
 
 from __future__ import annotations
@@ -308,11 +309,12 @@ def parse_call_event(
         raise WebhookRejectedError("call event without type or time", reason="malformed_call_event")
     try:
         at = datetime.fromisoformat(_trim_fraction(raw_time))
-    except ValueError:
+        utc = at.astimezone(UTC) if at.tzinfo is not None else None
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
         raise WebhookRejectedError(
             "call event time invalid", reason="malformed_call_event"
         ) from None
-    if at.tzinfo is None:
+    if utc is None:
         raise WebhookRejectedError("call event time is not UTC", reason="malformed_call_event")
     event_type = CALL_EVENT_TYPES.get(raw_type.lower(), raw_type)
     changes: list[ParticipantChange] = []
@@ -327,7 +329,7 @@ def parse_call_event(
         if not isinstance(entries, list) or len(entries) > 1000:
             raise WebhookRejectedError("participant list invalid", reason="malformed_call_event")
         changes.extend(_participant(e, org_id=org_id, keyer=keyer, left=left) for e in entries)
-    return event_type, at.astimezone(UTC), tuple(changes)
+    return event_type, utc, tuple(changes)
 
 
 def _trim_fraction(value: str) -> str:

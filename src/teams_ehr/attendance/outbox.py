@@ -1,24 +1,29 @@
-"""The durable attendance outbox: enqueue facts, deliver them to the EHR (SPEC D5).
+"""The durable attendance outbox: enqueue facts, deliver them to the EHR.
 
-Pipeline (security.md §3.3): facts are enqueued as minimal JSON payloads (§3.2 I6) keyed by
-``strategy/fact_key`` (or ``strategy/note key`` for per-visit notes), so a redelivered
-notification never adds a row. :class:`OutboxWorker` leases due rows, gets the organization's
-backend-services token, runs the organization's :class:`~.writer.AttendanceWriter` flow and
-marks the row. Guarantees (security.md §3.2):
+Facts are enqueued as minimal JSON payloads (:class:`~.writers.models.AttendanceDelivery`: keys,
+kinds, roles and times, no names) keyed by ``strategy/fact_key`` (or ``strategy/note key`` for
+per-visit notes), so a redelivered notification never adds a row. :class:`OutboxWorker` leases
+due rows, gets the organization's backend-services token (SMART Backend Services,
+https://hl7.org/fhir/smart-app-launch/backend-services.html), runs the organization's
+:class:`~.writers.base.AttendanceWriter` flow and marks the row. Guarantees
+(docs/security.md#delivery-invariants):
 
-* **I3 effectively once** — writes are idempotent (conditional create / search-then-create), so
-  a crash after the FHIR 2xx and before ``mark_delivered`` re-delivers into "existing".
-* **I4 outage tolerance** — :class:`~teams_ehr.errors.FhirUnavailableError`, timeouts and
-  transport errors reschedule with exponential backoff and jitter, never before ``Retry-After``
-  and at most ``backoff.cap`` apart. A row older than ``max_age`` (72 h) is dead-lettered
-  ``expired`` once it has been tried (``attempts`` counts leases, so a row first leased after a
-  long worker outage still gets one attempt). 4xx poison (400, 403, 404, 405, 422, and 412
-  ``duplicate_identifier``) is dead-lettered at once with its reason; 401 gets one fresh token
-  and one retry (R14).
-* **I2 no silent loss** — every dead letter fires ``on_dead_letter`` exactly once (expired rows
-  are grouped per organization and alerted once per outage, R12); a lost lease changes nothing.
-* **I5 crash safety** — named crash points (:data:`CRASH_POINTS`) let tests kill the worker
-  and restart a fresh one on the same store.
+* **Effectively once** (invariant I3) — writes are idempotent (conditional create or
+  search-then-create), so a crash after the FHIR 2xx and before ``mark_delivered`` re-delivers
+  into "existing".
+* **Outage tolerance** (invariant I4) — :class:`~teams_ehr.errors.FhirUnavailableError`,
+  timeouts and transport errors reschedule with exponential backoff and jitter, never before
+  ``Retry-After`` and at most ``backoff.cap`` apart. A row older than ``max_age`` (72 h) is
+  dead-lettered ``expired`` once it has been tried (``attempts`` counts leases, so a row first
+  leased after a long worker outage still gets one attempt). 4xx poison (400, 403, 404, 405,
+  422, and 412 ``duplicate_identifier``) and misuse (``missing_target``,
+  ``writer_strategy_mismatch``) are dead-lettered at once with their reason; 401 gets one fresh
+  token and one retry.
+* **No silent loss** (invariant I2) — every dead letter fires ``on_dead_letter`` exactly once
+  (expired rows are grouped per organization and alerted once per outage); a lost lease changes
+  nothing.
+* **Crash safety** (invariant I5) — named crash points (:data:`CRASH_POINTS`) let tests kill the
+  worker and restart a fresh one on the same store.
 """
 
 from __future__ import annotations
@@ -34,33 +39,15 @@ from typing import Protocol
 
 import anyio
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 
-from teams_ehr._http import run_async
+from teams_ehr._concurrency import KeyedLocks
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.attendance.epic_telehealth import (
-    EpicTelehealthStatusWriter,
-    TelehealthStatusOptions,
-)
-from teams_ehr.attendance.fhir_resources import (
-    AuditEventOptions,
-    EncounterOptions,
-    FhirTarget,
-    NoteOptions,
-)
+from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.reports import AttendanceFactLike
-from teams_ehr.attendance.writer import (
-    AttendanceDelivery,
-    AttendanceWriter,
-    AuditEventWriter,
-    DeliveredFact,
-    EncounterParticipantWriter,
-    EpicClinicalNoteWriter,
-    KeyedLocks,
-    WriteOutcome,
-    WriterStrategy,
-)
+from teams_ehr.attendance.writers.base import WRITE_LOCKS, AttendanceWriter, write_lock_name
+from teams_ehr.attendance.writers.models import AttendanceDelivery, WriteOutcome, WriterStrategy
 from teams_ehr.errors import (
     FhirError,
     FhirUnavailableError,
@@ -68,6 +55,7 @@ from teams_ehr.errors import (
     StorageError,
     UsageError,
 )
+from teams_ehr.sansio import run_async
 from teams_ehr.store.protocol import OutboxItem, OutboxStore
 
 __all__ = [
@@ -79,7 +67,6 @@ __all__ = [
     "OrgRoute",
     "OrgTokenProvider",
     "OutboxWorker",
-    "WriteBackConfig",
     "enqueue_attendance",
     "enqueue_visit_note",
 ]
@@ -88,7 +75,6 @@ log = get_logger(__name__)
 
 CRASH_POINTS = ("after_lease", "after_fhir_2xx_before_mark", "after_mark")
 _SYSTEM_RANDOM = random.SystemRandom()
-_PROCESS_LOCKS = KeyedLocks()
 
 
 async def enqueue_attendance(
@@ -107,13 +93,7 @@ async def enqueue_attendance(
         for event in events:
             if not writer.accepts(str(event.kind)):
                 continue
-            delivery = AttendanceDelivery(
-                strategy=writer.strategy,
-                org_id=event.org_id,
-                external_id=event.external_id,
-                target=target,
-                facts=(DeliveredFact.of(event),),
-            )
+            delivery = AttendanceDelivery.of(writer.strategy, [event], target=target)
             items.append(_item(delivery, now, now))
     return await outbox.enqueue_outbox(items) if items else 0
 
@@ -131,14 +111,7 @@ async def enqueue_visit_note(
     The same fact set is the same row and the same note; returns 1 if new."""
     if not facts:
         return 0
-    first = facts[0]
-    delivery = AttendanceDelivery(
-        strategy=strategy,
-        org_id=first.org_id,
-        external_id=first.external_id,
-        target=target,
-        facts=tuple(DeliveredFact.of(f) for f in facts),
-    )
+    delivery = AttendanceDelivery.of(strategy, facts, target=target)
     return await outbox.enqueue_outbox([_item(delivery, not_before or now, now)])
 
 
@@ -168,48 +141,6 @@ class Backoff:
         return max(at, retry_at) if retry_at is not None else at
 
 
-class WriteBackConfig(BaseModel):
-    """An organization's write-back: which strategies, and their settings (SPEC D4).
-
-    ``conditional_create`` overrides each create strategy's default (notes: search-then-create,
-    as Epic offers no conditional create; audit events: conditional create); set it from the
-    server's CapabilityStatement (``rest.resource.conditionalCreate``) checked at approval."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-    strategies: tuple[WriterStrategy, ...] = (WriterStrategy.EPIC_CLINICAL_NOTE,)
-    conditional_create: bool | None = None
-    note: NoteOptions = NoteOptions()
-    audit_event: AuditEventOptions = AuditEventOptions()
-    encounter: EncounterOptions = EncounterOptions()
-    telehealth: TelehealthStatusOptions = TelehealthStatusOptions()
-
-    @field_validator("strategies")
-    @classmethod
-    def _distinct(cls, value: tuple[WriterStrategy, ...]) -> tuple[WriterStrategy, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError("strategies must be distinct and not empty")
-        return value
-
-    def build_writers(self, *, clock: Clock = utc_now) -> dict[WriterStrategy, AttendanceWriter]:
-        """One writer per configured strategy."""
-        cc = self.conditional_create
-        made: dict[WriterStrategy, AttendanceWriter] = {
-            WriterStrategy.EPIC_CLINICAL_NOTE: EpicClinicalNoteWriter(
-                self.note, conditional_create=bool(cc), clock=clock
-            ),
-            WriterStrategy.AUDIT_EVENT: AuditEventWriter(
-                self.audit_event, conditional_create=cc is not False, clock=clock
-            ),
-            WriterStrategy.ENCOUNTER_PARTICIPANT: EncounterParticipantWriter(
-                self.encounter, clock=clock
-            ),
-            WriterStrategy.EPIC_TELEHEALTH_STATUS: EpicTelehealthStatusWriter(
-                self.telehealth, clock=clock
-            ),
-        }
-        return {strategy: made[strategy] for strategy in self.strategies}
-
-
 @dataclass(frozen=True)
 class OrgRoute:
     """Where an organization's rows of one strategy go."""
@@ -234,7 +165,7 @@ class BackendTokenSource(Protocol):
 
 class BackendTokenProvider:
     """An :class:`OrgTokenProvider` over one backend-services token source per organization
-    (SMART Backend Services, smart-epic.md §2.6): cached tokens, ``invalidate`` after a 401."""
+    (SMART Backend Services): cached tokens, ``invalidate`` after a 401."""
 
     def __init__(
         self,
@@ -290,7 +221,7 @@ class OutboxWorker:
     batch_size: int = 50
     concurrency: int = 8
     crash_hook: _Crash | None = None
-    locks: KeyedLocks = field(default_factory=lambda: _PROCESS_LOCKS)
+    locks: KeyedLocks = field(default_factory=lambda: WRITE_LOCKS)
     stats: WorkerStats = field(default_factory=WorkerStats, init=False)
     _expired_alerted: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -383,7 +314,9 @@ class OutboxWorker:
         lock_key = route.writer.lock_key(delivery)
         async with AsyncExitStack() as stack:
             if lock_key is not None:
-                await stack.enter_async_context(self.locks.hold(f"{route.fhir_base}|{lock_key}"))
+                await stack.enter_async_context(
+                    self.locks.hold(write_lock_name(route.fhir_base, lock_key))
+                )
             with anyio.fail_after(budget):
                 token = await self.token_for_org(item.org_id)
                 try:

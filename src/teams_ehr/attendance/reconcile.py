@@ -1,11 +1,13 @@
-"""Reconciliation: fill in what notifications missed from the attendance report (SPEC D6).
+"""Reconciliation: fill in what notifications missed from the attendance report (requirement D6).
 
-Graph's attendance report (graph.md §1.6) is available only after the meeting ends and is the
-audit-grade source; meeting call events are beta and may be lost (security.md §5.1, R17). After
-``call_ended`` (security.md §3.3: at meeting end + 15 min, and again + 2 h) :func:`reconcile_visit`
+Graph's attendance report
+(https://learn.microsoft.com/graph/api/resources/meetingattendancereport) is available only
+after the meeting ends and is the audit-grade source; meeting call events are beta and may be
+lost (reliability case R17). After ``call_ended`` (at meeting end + 15 min, and again + 2 h;
+docs/security.md#attendance-pipeline) :func:`reconcile_visit`
 
 1. reads every report session (``meetingStart/End`` and each record's join/leave intervals)
-   through an :class:`AttendanceReportSource` (:class:`GraphAttendanceReportSource` over H3's
+   through an :class:`AttendanceReportSource` (:class:`GraphAttendanceReportSource` over the
    Graph client, or anything a test feeds),
 2. turns them into candidate facts keyed ``rpt-`` + H(report | record | interval | kind) (the two
    sources never share keys, so cross-source dedupe is by tolerance, not by key),
@@ -17,7 +19,7 @@ audit-grade source; meeting call events are beta and may be lost (security.md §
 
 Running it again finds every candidate matched (idempotent). :class:`OutboxSink` is the
 ``EventSink`` of the inbox processor: it enqueues live events, skipping a late notification
-that a report-derived fact already covers (R17).
+that a report-derived fact already covers (reliability case R17).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.notifications import ParticipantChange, ParticipantKeyer
 from teams_ehr.attendance.outbox import enqueue_attendance, enqueue_visit_note
 from teams_ehr.attendance.reports import AttendanceFactLike
-from teams_ehr.attendance.writer import AttendanceWriter
+from teams_ehr.attendance.writers import AttendanceWriter
 from teams_ehr.store.protocol import (
     AttendanceFactRow,
     AttendanceFactStore,
@@ -299,8 +301,8 @@ async def reconcile_visit(
 
 class OutboxSink:
     """The inbox processor's ``EventSink``: enqueue live events for the organization's per-fact
-    writers; skip events a report-derived fact already covers (late notifications, R17);
-    tell ``on_call_ended`` so the host schedules :func:`reconcile_visit`."""
+    writers; skip events a report-derived fact already covers (late notifications, reliability
+    case R17); tell ``on_call_ended`` so the host schedules :func:`reconcile_visit`."""
 
     def __init__(
         self,

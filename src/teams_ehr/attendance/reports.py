@@ -1,14 +1,15 @@
-"""Visit reports from attendance facts (SPEC D7): lobby wait, time connected, duration, no-show.
+"""Visit reports from attendance facts (requirement D7): lobby wait, time connected, duration,
+no-show.
 
 A report is computed from the stored facts of one visit (role codes, kinds, UTC times; no names,
-no patient identifiers), so it is identical whatever order the facts arrived in (security.md §3.2
+no patient identifiers), so it is identical whatever order the facts arrived in (invariant
 I7). Rules, per visit:
 
 * **Intervals.** Per participant, facts sorted by time pair ``connected`` with the next
   ``disconnected``. A repeated ``connected`` inside an open interval is ignored. A
   ``disconnected`` with no open interval starts at ``call_started`` (or the first fact): a leave
-  before its join is accepted (I7). An interval still open ends at ``call_ended`` (or the last
-  fact).
+  before its join is accepted (invariant I7). An interval still open ends at ``call_ended`` (or
+  the last fact).
 * **Time connected per role** is the length of the union of that role's intervals (time during
   which at least one participant of that role was connected).
 * **Lobby wait**: the patient's first ``lobby_entered`` to the first ``admitted`` after it.
@@ -59,7 +60,7 @@ _KIND_ORDER = {
 
 
 class AttendanceFactLike(Protocol):
-    """What every consumer here reads from a fact: H6a's ``AttendanceEvent`` and the store's
+    """What every consumer here reads from a fact: the events' ``AttendanceEvent`` and the store's
     ``AttendanceFactRow`` both fit."""
 
     @property

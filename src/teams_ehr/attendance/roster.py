@@ -1,4 +1,5 @@
-"""The live roster: per-visit state and its Server-Sent Events stream (SPEC D3, C6; T25).
+"""The live roster: per-visit state and its Server-Sent Events stream (requirements D3, C6;
+threat T25).
 
 Events travel on the :class:`~teams_ehr.store.protocol.EventBus` (PostgreSQL ``LISTEN/NOTIFY``
 across instances, in-process on SQLite) on a channel derived from a hash of (organization,

@@ -1,17 +1,19 @@
-"""The assembled attendance pipeline a :class:`~teams_ehr.app.TeamsEhr` runs (SPEC D1–D7, C6).
+"""The assembled attendance pipeline a :class:`~teams_ehr.app.TeamsEhr` runs (requirements
+D1–D7, C6).
 
 Meeting ready (:meth:`AttendanceRuntime.on_meeting_ready`) → the visit's FHIR target is kept, the
-clinician's browser session gets a roster grant (D3) and, once per meeting, the tenant's
-:class:`~.subscriptions.SubscriptionManager` subscribes (Graph runs the validation handshake
-against our route). Webhook (:meth:`~AttendanceRuntime.webhook`) → durable inbox (D1) →
-:class:`~.inbox_processor.InboxProcessor` → facts, roster bus, :class:`~.reconcile.OutboxSink` →
-:class:`~.outbox.OutboxWorker` with the organization's writer (``EnvironmentConfig.writer``) and
-backend-services token (D4, D5). Maintenance renews subscriptions at ⅔ of their lifetime and,
-``reconcile_delay`` after ``call_ended`` (or after the scheduled end if the end was never
-notified), reconciles with the attendance report, enqueues the visit note and retires the
-subscription (D6). Per-visit state lives in the shared store (C6): the target in the encrypted
-pending table, grants and "subscribed" marks as hashed nonces. Launch facts reach the hook through
-context variables (:func:`visit_request_scope`, :class:`LaunchCapture`, :class:`VisitKeyCapture`).
+clinician's browser session gets a roster grant (requirement D3) and, once per meeting, the
+tenant's :class:`~.subscriptions.SubscriptionManager` subscribes (Graph runs the validation
+handshake against our route). Webhook (:meth:`~AttendanceRuntime.webhook`) → durable inbox
+(requirement D1) → :class:`~.inbox_processor.InboxProcessor` → facts, roster bus,
+:class:`~.reconcile.OutboxSink` → :class:`~.outbox.OutboxWorker` with the organization's writer
+(``EnvironmentConfig.writer``) and backend-services token (requirements D4, D5). Maintenance
+renews subscriptions at ⅔ of their lifetime and, ``reconcile_delay`` after ``call_ended`` (or
+after the scheduled end if the end was never notified), reconciles with the attendance report,
+enqueues the visit note and retires the subscription (requirement D6). Per-visit state lives in
+the shared store (requirement C6): the target in the encrypted pending table, grants and
+"subscribed" marks as hashed nonces. Launch facts reach the hook through context variables
+(:func:`visit_request_scope`, :class:`LaunchCapture`, :class:`VisitKeyCapture`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from teams_ehr import metrics
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.attendance.epic_telehealth import EpicTelehealthStatusWriter
 from teams_ehr.attendance.fhir_resources import FhirTarget
 from teams_ehr.attendance.handshake import HandshakeKind, SharedHandshakes, handle_validation
 from teams_ehr.attendance.inbox_processor import InboxProcessor
@@ -51,13 +52,7 @@ from teams_ehr.attendance.subscriptions import SubscriptionManager
 from teams_ehr.attendance.validation_tokens import GraphValidationTokenVerifier
 from teams_ehr.attendance.visit_state import VisitState, current_launch
 from teams_ehr.attendance.webhook import WebhookResult, WebhookSecurity, handle_notifications
-from teams_ehr.attendance.writer import (
-    AttendanceWriter,
-    AuditEventWriter,
-    EncounterParticipantWriter,
-    EpicClinicalNoteWriter,
-    WriterStrategy,
-)
+from teams_ehr.attendance.writers import AttendanceWriter, WriteBackConfig, WriterStrategy
 from teams_ehr.config import TeamsEhrSettings
 from teams_ehr.errors import ConfigurationError, CrossTenantDeniedError, TeamsEhrError
 from teams_ehr.keys import Signer
@@ -65,7 +60,7 @@ from teams_ehr.orgs.models import EnvironmentName, Organization, config_hash
 from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.client_auth import PrivateKeyJwt
 from teams_ehr.smart.jwks import JwksCache
-from teams_ehr.smart.tokens import BackendServicesTokenSource
+from teams_ehr.smart.tokens import BackendServicesTokenSource, BackendTokenSources
 from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow, Store, SubscriptionRow
 from teams_ehr.teams.graph_client import GraphClient
 
@@ -156,27 +151,39 @@ class AttendanceRuntime:
             keyer=self.keyer,
             decrypt_before_ack=self._config.decrypt_before_ack,
         )
-        self.writers: dict[WriterStrategy, AttendanceWriter] = {
-            WriterStrategy.EPIC_CLINICAL_NOTE: EpicClinicalNoteWriter(clock=clock),
-            WriterStrategy.AUDIT_EVENT: AuditEventWriter(clock=clock),
-            WriterStrategy.ENCOUNTER_PARTICIPANT: EncounterParticipantWriter(clock=clock),
-            WriterStrategy.EPIC_TELEHEALTH_STATUS: EpicTelehealthStatusWriter(clock=clock),
-        }
+        every = WriteBackConfig(strategies=tuple(WriterStrategy))
+        self.writers: dict[WriterStrategy, AttendanceWriter] = every.build_writers(clock=clock)
         self._managers: dict[str, SubscriptionManager] = {}
-        self._tokens: dict[tuple[str, str], BackendServicesTokenSource] = {}
+        self._tokens = BackendTokenSources()
         self.processor = InboxProcessor(
-            inbox=store, facts=store, meetings=store, bus=store, keyer=self.keyer,
-            worker=self.worker_id, sink=OutboxSink(
-                store, writers_for_org=self._writers_for_org, target_for_visit=self.visits.target_for,
-                facts=store, clock=clock, on_call_ended=self._call_ended,
+            inbox=store,
+            facts=store,
+            meetings=store,
+            bus=store,
+            keyer=self.keyer,
+            worker=self.worker_id,
+            sink=OutboxSink(
+                store,
+                writers_for_org=self._writers_for_org,
+                target_for_visit=self.visits.target_for,
+                facts=store,
+                clock=clock,
+                on_call_ended=self._call_ended,
             ),
-            lifecycle=self._lifecycle, clock=clock, security=self.security,
-        )  # fmt: skip
+            lifecycle=self._lifecycle,
+            clock=clock,
+            security=self.security,
+        )
         self.outbox = OutboxWorker(
-            store, self._route, BackendTokenProvider(self._token_source, http), http,
-            worker_id=self.worker_id, clock=clock, max_age=self._config.outbox_max_age,
+            store,
+            self._route,
+            BackendTokenProvider(self._token_source, http),
+            http,
+            worker_id=self.worker_id,
+            clock=clock,
+            max_age=self._config.outbox_max_age,
             on_dead_letter=self._dead_letter,
-        )  # fmt: skip
+        )
 
     def __repr__(self) -> str:
         return "<AttendanceRuntime>"
@@ -197,7 +204,9 @@ class AttendanceRuntime:
         org = await self._org(org_id)
         name = _active_environment(org)
         if name is None:
-            raise ConfigurationError("the organization has no active environment", reason="org_inactive")  # fmt: skip
+            raise ConfigurationError(
+                "the organization has no active environment", reason="org_inactive"
+            )
         return org, name
 
     async def _writers_for_org(self, org_id: str) -> Sequence[AttendanceWriter]:
@@ -218,28 +227,30 @@ class AttendanceRuntime:
 
     async def _token_source(self, org_id: str) -> BackendServicesTokenSource:
         org, name = await self._environment(org_id)
-        key = (org_id, config_hash(org, name))
-        source = self._tokens.get(key)
-        if source is None:
+
+        async def create() -> BackendServicesTokenSource:
             env = org.environment(name)
             snapshot = await self._registry.approved_snapshot(org_id, name)
             signer = self._signers.get(name)
             if env is None or snapshot is None or signer is None:
                 raise ConfigurationError("no backend-services client", reason="no_backend_client")
             auth = PrivateKeyJwt(env.config.client_id, signer)
-            source = BackendServicesTokenSource(
+            return BackendServicesTokenSource(
                 snapshot.token_endpoint, auth, self._config.backend_scopes, clock=self._clock
             )
-            self._tokens[key] = source
-        return source
+
+        # one source per organization configuration, created once however many write-backs race
+        return await self._tokens.get((org_id, config_hash(org, name)), create)
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         metrics.record_dead_letter(len(letter.item_ids))
         _log.error(
             "attendance rows dead-lettered (org %s, %s, %d rows)",
-            letter.org_id, letter.reason, len(letter.item_ids),
+            letter.org_id,
+            letter.reason,
+            len(letter.item_ids),
             extra={"alert": "attendance_dead_letter"},
-        )  # fmt: skip
+        )
 
     def manager(self, tenant_id: str) -> SubscriptionManager:
         """The subscription manager of one organization tenant (app-only Graph per tenant)."""
@@ -247,11 +258,16 @@ class AttendanceRuntime:
         if manager is None:
             base = self._settings.app_base_url
             manager = SubscriptionManager(
-                self._graph_for_tenant(tenant_id), self._store, self.handshakes,
-                notification_url=base + NOTIFICATIONS_PATH, lifecycle_url=base + LIFECYCLE_PATH,
-                certificate=self.certificate, meetings=self._store, clock=self._clock,
+                self._graph_for_tenant(tenant_id),
+                self._store,
+                self.handshakes,
+                notification_url=base + NOTIFICATIONS_PATH,
+                lifecycle_url=base + LIFECYCLE_PATH,
+                certificate=self.certificate,
+                meetings=self._store,
+                clock=self._clock,
                 reconcile=self._reconcile_now,
-            )  # fmt: skip
+            )
             self._managers[tenant_id] = manager
         return manager
 
@@ -311,12 +327,16 @@ class AttendanceRuntime:
             return await self.visits.may_watch(session_id, org, external, viewer)
 
         return await stream(
-            self._store, org_id=org_id, external_id=external_id,
-            viewer_oid=meeting.organizer_oid, authorize=authorize, facts=self._store,
+            self._store,
+            org_id=org_id,
+            external_id=external_id,
+            viewer_oid=meeting.organizer_oid,
+            authorize=authorize,
+            facts=self._store,
             heartbeat_seconds=self._config.roster_heartbeat.total_seconds(),
-        )  # fmt: skip
+        )
 
-    # -- lifecycle and reconciliation (D1, D6) ---------------------------------------------------
+    # -- lifecycle and reconciliation (requirements D1, D6) -------------------------------------
 
     async def _lifecycle(self, envelope: LifecycleEnvelope) -> None:
         org = await self._org(envelope.org_id)
@@ -345,16 +365,24 @@ class AttendanceRuntime:
         if not final:
             writers = [w for w in writers if not w.strategy.per_visit]
         source = GraphAttendanceReportSource(
-            self._graph_for_tenant(org.tenant_id), self._store, self.keyer,
+            self._graph_for_tenant(org.tenant_id),
+            self._store,
+            self.keyer,
             tenant_for_org=self._tenant_of,
-        )  # fmt: skip
+        )
         now = self._clock()
         try:
             result = await reconcile_visit(
-                org_id=org_id, external_id=external_id, source=source, facts=self._store,
-                outbox=self._store, target=target, writers=writers, now=now,
+                org_id=org_id,
+                external_id=external_id,
+                source=source,
+                facts=self._store,
+                outbox=self._store,
+                target=target,
+                writers=writers,
+                now=now,
                 department=meeting.department,
-            )  # fmt: skip
+            )
             return result.enqueued
         except TeamsEhrError as exc:  # no report (yet): the note still covers what we know
             _log.warning("attendance report unavailable (%s)", exc.reason)
@@ -372,8 +400,9 @@ class AttendanceRuntime:
 
     async def maintain(self) -> None:
         """Reconcile and retire visits that are over; renew the others at ⅔ of their lifetime
-        (R19) through their own tenant's manager. A failing visit never stops the others.
-        At most once per :data:`PURGE_EVERY`, purge what retention allows (:meth:`purge`)."""
+        (reliability case R19) through their own tenant's manager. A failing visit never stops
+        the others. At most once per :data:`PURGE_EVERY`, purge what retention allows
+        (:meth:`purge`)."""
         now = self._clock()
         rows = await self._store.list_subscriptions_expiring(now + timedelta(days=365))
         for row in rows:
@@ -385,8 +414,9 @@ class AttendanceRuntime:
             except TeamsEhrError as exc:
                 _log.error(
                     "attendance maintenance of a visit failed (%s); will retry",
-                    exc.reason, extra={"alert": "attendance_maintenance"},
-                )  # fmt: skip
+                    exc.reason,
+                    extra={"alert": "attendance_maintenance"},
+                )
         if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
             await self.purge(now)
             self._purged_at = now
@@ -394,12 +424,14 @@ class AttendanceRuntime:
     async def purge(self, now: datetime) -> dict[str, int]:
         """Delete processed inbox rows, delivered and dead outbox rows past their retention
         (``inbox_retention``, ``delivered_retention``, ``dead_letter_retention``) and expired
-        launch state and nonces (security.md §3.2 I6; ``Store.purge_expired``)."""
+        launch state and nonces (invariant I6; ``Store.purge_expired``)."""
         config = self._config
         counts = await self._store.purge_expired(
-            now=now, inbox_keep=config.inbox_retention,
-            outbox_keep=config.delivered_retention, dead_keep=config.dead_letter_retention,
-        )  # fmt: skip
+            now=now,
+            inbox_keep=config.inbox_retention,
+            outbox_keep=config.delivered_retention,
+            dead_keep=config.dead_letter_retention,
+        )
         if any(counts.values()):
             _log.info("retention purge: %s", ", ".join(f"{k}={n}" for k, n in counts.items()))
         return counts
@@ -448,7 +480,9 @@ class AttendanceRuntime:
             try:
                 busy = bool(await step())
             except Exception as exc:
-                _log.warning("attendance loop step failed (%s)", getattr(exc, "reason", type(exc).__name__))  # fmt: skip
+                _log.warning(
+                    "attendance loop step failed (%s)", getattr(exc, "reason", type(exc).__name__)
+                )
                 busy = False
             if not busy:
                 with anyio.move_on_after(idle):

@@ -1,4 +1,4 @@
-"""Meeting call-event subscriptions: create, renew at ⅔ of the lifetime, lifecycle (SPEC D1).
+"""Meeting call-event subscriptions: create, renew at ⅔ of the lifetime, lifecycle (requirement D1).
 
 Graph docs, *Get change notifications for Microsoft Teams meeting call updates* (beta): the
 resource is ``communications/onlineMeetings(joinWebUrl='{URL-encoded joinWebUrl}')/
@@ -8,7 +8,7 @@ per subscription and one subscription per app per meeting; rich notifications
 useful kind. *Lifecycle notifications*: ``lifecycleNotificationUrl`` can only be set at creation;
 ``reauthorizationRequired`` → reauthorize (a PATCH of ``expirationDateTime`` counts);
 ``subscriptionRemoved`` → create again and resynchronise; ``missed`` → resynchronise
-(reconciliation from the attendance report, H6b).
+(reconciliation from the attendance report, :mod:`.reconcile`).
 
 The join URL is a bearer link into a PHI conversation: the resource string is passed to the
 Graph client as a ``SecretStr`` and logged only as a hash. ``clientState`` is 32 random bytes
@@ -48,11 +48,12 @@ _log = get_logger(__name__)
 MAX_MEETING_SUBSCRIPTION_LIFETIME = timedelta(days=3)
 _SAFETY = timedelta(minutes=5)
 Reconcile = Callable[[str, str, str], Awaitable[None]]
-"""``(org_id, external_id, reason)`` → schedule a reconciliation (H6b's reconciler)."""
+"""``(org_id, external_id, reason)`` → schedule a reconciliation (the runtime's reconciler)."""
 
 
 class CreatedSubscription(Protocol):
-    """The fields of Graph's ``subscription`` the manager reads (H3's ``Subscription`` fits)."""
+    """The fields of Graph's ``subscription`` the manager reads (the Graph client's
+    ``Subscription`` fits)."""
 
     @property
     def id(self) -> str: ...
@@ -193,8 +194,9 @@ class SubscriptionManager:
         return new_row
 
     async def renew_due(self, now: datetime) -> Sequence[SubscriptionRow]:
-        """Renew every active subscription past ⅔ of its lifetime (R19); a renewal that fails
-        is logged as an alert and retried on the next call. Returns the renewed rows."""
+        """Renew every active subscription past ⅔ of its lifetime (reliability case R19); a
+        renewal that fails is logged as an alert and retried on the next call. Returns the
+        renewed rows."""
         due = await self._store.list_subscriptions_expiring(now + self._lifetime / 3)
         renewed: list[SubscriptionRow] = []
         for row in due:

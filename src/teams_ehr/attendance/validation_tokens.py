@@ -1,4 +1,4 @@
-"""Verifying the ``validationTokens`` of Graph rich notifications (SPEC D1; security.md T23).
+"""Verifying the ``validationTokens`` of Graph rich notifications (requirement D1; threat T23).
 
 Graph docs, *Set up change notifications that include resource data*, "How to validate": every
 token must be unexpired, signed by the Microsoft identity platform (keys of the common
@@ -39,7 +39,8 @@ _ALGORITHMS = ("RS256",)
 
 
 class GraphValidationTokenVerifier:
-    """A :class:`~teams_ehr.attendance.webhook.ValidationTokenVerifier` on H1's JWT verifier."""
+    """A :class:`~teams_ehr.attendance.webhook.ValidationTokenVerifier` on
+    :func:`~teams_ehr.smart.jwt_verify.verify_jwt`."""
 
     def __init__(
         self,
@@ -83,6 +84,8 @@ class GraphValidationTokenVerifier:
         Graph repeats one token per (app, tenant) on every delivery during its hour of life, so a
         token whose exact bytes were verified before is accepted from a small cache until its
         ``exp`` (no second signature check; forged bytes never match a verified digest)."""
+        if not token.isascii():  # a compact JWS is ASCII (RFC 7515 §7.1)
+            raise TokenInvalidError("validation token malformed", reason="malformed")
         digest = hashlib.sha256(token.encode()).hexdigest()
         hit = self._verified.get(digest)
         if hit is not None and hit[1] > now.timestamp() and hit[0] in tenant_ids:

@@ -1,14 +1,15 @@
 """Per-visit attendance state shared by every instance, and the launch facts it comes from
-(SPEC D3, D4, C6).
+(requirements D3, D4, C6).
 
 What the attendance runtime must know about a visit besides its meeting row:
 
 * its **FHIR target** (``Encounter``/``Patient`` references from the SMART launch context): kept
   in the pending table, which the store encrypts at rest, for the meeting's time plus three
   days; read by taking and putting back (a concurrent reader retries);
-* the **roster grants** (D3 "per organization, meeting and clinician"): a nonce keyed by a hash of
-  (browser session, organization, meeting, organizer), valid until the meeting ends plus a
-  margin; checked with a probe that only ever leaves an already-expired row behind;
+* the **roster grants** (requirement D3: "per organization, meeting and clinician"): a nonce
+  keyed by a hash of (browser session, organization, meeting, organizer), valid until the
+  meeting ends plus a margin; checked with a probe that only ever leaves an already-expired
+  row behind;
 * whether the meeting is **subscribed** already (a nonce, so a repeat launch does not ask Graph
   again).
 
@@ -162,9 +163,11 @@ class VisitState:
         if old is not None and not target.encounter:
             target = FhirTarget.model_validate_json(old[1])
         await self._store.put_pending(
-            key, org_id=row.org_id, payload=target.model_dump_json().encode(),
+            key,
+            org_id=row.org_id,
+            payload=target.model_dump_json().encode(),
             expires_at=max(row.end, now) + _TARGET_TTL,
-        )  # fmt: skip
+        )
         self._cache(row.org_id, row.external_id, target)
 
     async def target_for(self, org_id: str, external_id: str) -> FhirTarget | None:
@@ -190,7 +193,7 @@ class VisitState:
             await anyio.sleep(0.01)  # another reader holds it between take and put
         return None
 
-    # -- roster grants (D3) -----------------------------------------------------------------------
+    # -- roster grants (requirement D3) ---------------------------------------------------------
 
     @staticmethod
     def _grant_key(session_id: str, org_id: str, external_id: str, oid: str) -> str:

@@ -1,11 +1,12 @@
-"""The Graph webhook, framework-free: validation handshake and change notifications (SPEC D1).
+"""The Graph webhook, framework-free: validation handshake and change notifications
+(requirement D1).
 
 Integrations translate a request into :func:`handle_notifications`
-and the returned :class:`WebhookResult` back into a response (DESIGN.md rule 11).
+and the returned :class:`WebhookResult` back into a response (design rule 11).
 
 The validation handshake lives in :mod:`teams_ehr.attendance.handshake`.
 
-**Notifications** (security.md T22–T24, T34, §3.2 I1): size and depth caps, then per item: the
+**Notifications** (threats T22–T24, T34; invariant I1): size and depth caps, then per item: the
 subscription must be ours and active, ``clientState`` equal (:func:`hmac.compare_digest`), the
 item's tenant the organization's tenant; every ``validationTokens`` JWT is verified and must cover
 each rich item's tenant; ``encryptedContent`` is HMAC-checked and decrypted; the event time must
@@ -99,8 +100,9 @@ class WebhookSecurity:
     decrypt_before_ack: bool = True
     """``True`` (default): decrypt and parse before the inbox commit, so nothing forged is ever
     stored. ``False``: store the still-encrypted content after the cheap checks (subscription,
-    clientState, tenant, validation tokens) and decrypt in the worker (:func:`unseal`) — the
-    security.md §3.3 pipeline, for throughput (RSA-OAEP costs ~1.5 ms per notification)."""
+    clientState, tenant, validation tokens) and decrypt in the worker (:func:`unseal`), as in
+    docs/security.md#attendance-pipeline, for throughput (RSA-OAEP costs ~1.5 ms per
+    notification)."""
 
 
 def _json_depth(document: object, limit: int) -> bool:
@@ -239,7 +241,7 @@ async def _verify_tokens(
     security: WebhookSecurity,
     now: datetime,
 ) -> frozenset[str]:
-    """Verify every token (any failure rejects the whole batch, T23); the tenants they cover.
+    """Verify every token (any failure rejects the whole batch, threat T23); the tenants they cover.
 
     Nothing to store, nothing to verify: forged batches cost no key fetch."""
     if not candidates:
@@ -334,7 +336,7 @@ def open_call_event(
     must be plausible relative to ``received_at``. Raises :class:`WebhookRejectedError`."""
     try:
         document = json.loads(decrypt_encrypted_content(encrypted, security.decryption_keys))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise WebhookRejectedError("not JSON", reason="malformed_call_event") from None
     if not isinstance(document, dict):
         raise WebhookRejectedError("not an object", reason="malformed_call_event")
@@ -357,7 +359,8 @@ def open_call_event(
 
 
 def unseal(envelope: SealedCallEventEnvelope, security: WebhookSecurity) -> CallEventEnvelope:
-    """The worker half of deferred decryption (security.md §3.3): same checks as the webhook."""
+    """The worker half of deferred decryption (docs/security.md#attendance-pipeline): the same
+    checks as the webhook."""
     row = SubscriptionRow(
         envelope.subscription_id,
         envelope.org_id,

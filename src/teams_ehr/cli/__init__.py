@@ -1,4 +1,4 @@
-"""The ``teams-ehr`` command (SPEC E4): keys, JWKS, EHR checks, organizations, outbox, demo.
+"""The ``teams-ehr`` command (requirement E4): keys, JWKS, EHR checks, organizations, outbox, demo.
 
 Each subcommand lives in its own module and registers itself with :func:`main`'s parser; the
 commands are thin: they parse arguments, call the library, and print results or a clear error.

@@ -1,4 +1,4 @@
-"""``teams-ehr check <fhir-base>``: can this EHR launch teams-ehr? (SPEC A2, E4).
+"""``teams-ehr check <fhir-base>``: can this EHR launch teams-ehr? (requirements A2, E4).
 
 Runs SMART discovery exactly as a launch does (:func:`~teams_ehr.smart.discovery.discovery_flow`:
 ``.well-known/smart-configuration``, then the CapabilityStatement ``oauth-uris`` fallback; no
@@ -7,7 +7,7 @@ capability report and a verdict. What the verdict requires, and why:
 
 * an ``authorization_endpoint`` and a ``token_endpoint`` (SMART App Launch 2.x conformance.md);
 * PKCE ``S256`` advertised in ``code_challenge_methods_supported`` (REQUIRED since SMART 2.0;
-  security.md T05: a server without it is refused at launch);
+  threat T05: a server without it is refused at launch);
 * ``private_key_jwt`` among the token endpoint auth methods and RS384 or ES384 among the signing
   algorithms when the server lists them (client-confidential-asymmetric.md; we never use secrets);
 * ``launch-ehr`` (the clinician starts the visit from the EHR) and ``sso-openid-connect`` (the
@@ -15,8 +15,9 @@ capability report and a verdict. What the verdict requires, and why:
   capabilities at all; a CapabilityStatement-only server lists none, which is a warning.
 
 Epic is detected from the URL layout (``…/interconnect…/api/FHIR/R4`` with the OAuth server at
-``…/oauth2``, smart-epic.md §2.1) or from ``--epic-client-id``. Exit status: 0 usable, 1 not
-usable (the server answered, but cannot launch us), 2 error (bad URL, unreachable server).
+``…/oauth2``, fhir.epic.com/Documentation?docId=oauth2) or from ``--epic-client-id``. Exit status: 0
+usable, 1 not usable (the server answered, but cannot launch us), 2 error (bad URL, unreachable
+server).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import Any
 
 import httpx
 
-from teams_ehr._http import run_sync
 from teams_ehr.errors import DiscoveryError, TransportError
+from teams_ehr.sansio import run_sync
 from teams_ehr.smart.canonical import canonical_fhir_base
 from teams_ehr.smart.discovery import SmartConfiguration, discovery_flow
 

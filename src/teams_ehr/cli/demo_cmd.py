@@ -1,4 +1,4 @@
-"""``teams-ehr demo``: a whole virtual visit against the embedded sandbox (SPEC E3, the main job).
+"""``teams-ehr demo``: a whole virtual visit against the embedded sandbox (requirement E3, the main job).
 
 By default it serves the clickable web demo (:mod:`teams_ehr.demo`: the FastAPI example app on
 the sandbox) on ``http://127.0.0.1:<port>/``, prints that one URL, opens it in the browser unless
@@ -26,7 +26,7 @@ import anyio
 
 from teams_ehr.app import TeamsEhr
 from teams_ehr.smart.flows import LaunchResult
-from teams_ehr.testing.sandbox import CLINICIAN_OID, Sandbox
+from teams_ehr.testing.sandbox import CLINICIAN_OID, PRACTITIONER, Sandbox
 from teams_ehr.web import WebResponse
 
 if TYPE_CHECKING:
@@ -140,14 +140,18 @@ async def console_walkthrough() -> int:
 
         launch = sandbox.provider_launch("appt-demo-1")
         params = {"iss": sandbox.ehr.base_url, "launch": launch}
-        started = await app.visits.begin_launch(ORG, "test", params, session_id="demo-browser")
+        started = await app.visits.provider.begin_launch(
+            ORG, "test", params, session_id="demo-browser"
+        )
         callback = sandbox.ehr.authorize_in_browser(_browser(started))
-        signin = await app.visits.complete_ehr_callback(callback, session_id="demo-browser")
+        signin = await app.visits.callback.complete(callback, session_id="demo-browser")
         _step(3, "clinician clicked 'Begin virtual visit'; first time → Microsoft sign-in at")
         print(f"      {urlsplit(signin.location or '').hostname} (tenant-specific authority)")
         sandbox.entra.sign_in_as(CLINICIAN_OID)
         back = sandbox.entra.authorize_in_browser(signin.location or "")
-        entered = await app.visits.complete_microsoft_signin(back, session_id="demo-browser")
+        entered = await app.visits.binding.complete_microsoft_signin(
+            back, session_id="demo-browser"
+        )
         (meeting,) = sandbox.graph.meetings.values()
         lobby = meeting["lobbyBypassSettings"]
         _step(
@@ -158,11 +162,15 @@ async def console_walkthrough() -> int:
         )
         print(f"      clinician redirected ({entered.status}) into the Teams meeting as organizer")
 
-        token = await app.visits.prepare_visit(
-            ORG, visit_key="Appointment/appt-demo-1", organizer_oid=CLINICIAN_OID,
-            start=start, end=end,
-        )  # fmt: skip
-        joined = await app.visits.join(token, client_key="127.0.0.1")
+        token = await app.visits.meetings.prepare_visit(
+            ORG,
+            environment="test",
+            visit_key="Appointment/appt-demo-1",
+            ehr_user_id=PRACTITIONER,  # organized by the identity bound at step 4
+            start=start,
+            end=end,
+        )
+        joined = await app.visits.patient.join(token, client_key="127.0.0.1")
         room = sandbox.graph.room(meeting["id"])
         room.join("organizer", identity="organizer")
         room.join("patient", identity="guest")

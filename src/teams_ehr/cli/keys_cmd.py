@@ -1,4 +1,4 @@
-"""``teams-ehr keys new`` and ``teams-ehr jwks`` (SPEC A9, E4).
+"""``teams-ehr keys new`` and ``teams-ehr jwks`` (requirements A9, E4).
 
 ``keys new`` writes a PKCS#8 private key (mode 0600, never printed) and prints its ``kid`` (the
 RFC 7638 thumbprint); ``jwks`` prints the public JWK Set of one or more keys, for the JWKS URL the

@@ -1,11 +1,11 @@
-"""``teams-ehr orgs list|show|create|records`` (SPEC C1, C2, E4).
+"""``teams-ehr orgs list|show|create|records`` (requirements C1, C2, E4).
 
 Every command reads the deployment's settings (``--config settings.toml`` and/or
 ``TEAMS_EHR__SECTION__KEY`` variables, :func:`~teams_ehr.config.load_settings`), opens the store
 they name (migrations applied, as the app does) and calls the
 :class:`~teams_ehr.orgs.registry.OrganizationRegistry`. Approval is not offered here: it needs
-the approver's Microsoft sign-in and a live EHR sign-in (SPEC C1), which only the admin pages can
-do. ``records`` prints what the EHR analyst enters after approval (SPEC C2).
+the approver's Microsoft sign-in and a live EHR sign-in (requirement C1), which only the admin pages
+can do. ``records`` prints what the EHR analyst enters after approval (requirement C2).
 
 The helpers :func:`add_settings_argument` and :func:`configured_store` are shared with
 :mod:`teams_ehr.cli.outbox_cmd`.
@@ -192,6 +192,10 @@ def _read_organization(path: Path) -> Organization:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}", reason="io") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte {exc.start})", reason="invalid_json"
+        ) from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -199,6 +203,8 @@ def _read_organization(path: Path) -> Organization:
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             reason="invalid_json",
         ) from None
+    except RecursionError:
+        raise ConfigurationError(f"{path}: JSON nested too deeply", reason="invalid_json") from None
     try:
         return Organization.model_validate(document)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""``teams-ehr outbox status|dead|retry|purge`` (SPEC C5, D5, D7, E4, E6).
+"""``teams-ehr outbox status|dead|retry|purge`` (requirements C5, D5, D7, E4, E6).
 
 The attendance outbox holds the FHIR writes still owed to EHRs. ``status`` prints the count per
 state (``pending``, ``leased``, ``delivered``, ``dead``); ``dead`` lists the dead letters (id,

@@ -1,4 +1,4 @@
-"""``teams-ehr demo``: the FastAPI example on the embedded sandbox, in a browser (SPEC E3).
+"""``teams-ehr demo``: the FastAPI example on the embedded sandbox, in a browser (requirement E3).
 
 Modules: :mod:`~teams_ehr.demo.server` (the app and its loopback server),
 :mod:`~teams_ehr.demo.world` (the seeded sandbox), :mod:`~teams_ehr.demo.views` (start, EHR

@@ -1,4 +1,4 @@
-"""Connect the simulated meeting rooms to the runtime's attendance pipeline (SPEC E3, D1–D7).
+"""Connect the simulated meeting rooms to the runtime's attendance pipeline (requirements E3, D1–D7).
 
 FakeGraph's subscription handshakes and :attr:`Sandbox.notifier`'s notifications (encrypted rich
 notifications with validation tokens, as Graph sends them) are POSTed through a client into this

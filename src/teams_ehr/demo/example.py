@@ -1,4 +1,4 @@
-"""Find the FastAPI example app that ``teams-ehr demo`` serves (SPEC E2, E3).
+"""Find the FastAPI example app that ``teams-ehr demo`` serves (requirements E2, E3).
 
 The demo runs ``examples/fastapi_app/app.py``'s ``create_app`` itself, not a copy: from a source
 checkout (``pip install -e ".[demo]"``) it is loaded from the repository; a wheel may ship it as

@@ -1,4 +1,4 @@
-"""The browser's way into the in-process fakes (SPEC E3).
+"""The browser's way into the in-process fakes (requirement E3).
 
 The library redirects the browser to the real shapes of the EHR's authorize endpoint
 (``https://ehr.test/oauth2/authorize?…``), Microsoft's (``https://login.microsoftonline.com/

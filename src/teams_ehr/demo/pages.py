@@ -1,4 +1,4 @@
-"""HTML of the demo pages: self-contained, escaped, no external assets (SPEC E3).
+"""HTML of the demo pages: self-contained, escaped, no external assets (requirement E3).
 
 Every value is escaped with :func:`html.escape` at the point it enters markup (:func:`e`); no page
 loads anything from another origin. The one script, :data:`DEMO_JS`, is served from the demo's own
@@ -131,8 +131,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def button_form(action: str, label: str, *, fields: dict[str, str] | None = None,
-                css: str = "", test_id: str = "", method: str = "post") -> str:  # fmt: skip
+def button_form(
+    action: str,
+    label: str,
+    *,
+    fields: dict[str, str] | None = None,
+    css: str = "",
+    test_id: str = "",
+    method: str = "post",
+) -> str:
     """A one-button form (POST by default) with hidden ``fields``."""
     hidden = "".join(
         f"<input type='hidden' name='{e(k)}' value='{e(v)}'>" for k, v in (fields or {}).items()

@@ -1,12 +1,19 @@
-"""Browser pages of the sandbox fakes: EHR consent, Microsoft sign-in, the Teams meeting (SPEC E3).
+"""Browser pages of the sandbox fakes: EHR consent, Microsoft sign-in, the Teams meeting (requirement E3).
 
 :mod:`teams_ehr.demo.gateway` sends the browser here with the fake's own path and query. The
 consent and sign-in pages ask the person to click, then hand the *unchanged* authorization request
 to the fake (``FakeEhr.handler`` / ``FakeEntra.handler``) and follow its redirect back to the app.
 The meeting pages render :class:`~teams_ehr.testing.meeting_room.MeetingRoom` of the meeting
-whose join URL the library redirected to: a pre-join screen (organizer or guest), the lobby with
-*Admit*, *Leave* and *End meeting*; every change is handed to the attendance pipeline through
+whose join URL the library redirected to: a pre-join screen, the lobby with *Admit*, *Leave* and
+*End meeting*; every change is handed to the attendance pipeline through
 :meth:`DemoWorld.room_changed`.
+
+Teams' rule, by identity: the sign-in page signs the browser in to the simulated Microsoft
+(FakeEntra's session cookie); the pre-join screen offers *Join as <name> (organizer)* only to a
+browser signed in as the meeting's organizer (name from that identity), another signed-in user
+joins as a tenant user and waits per the lobby settings, everyone else joins as a guest. Each
+participant belongs to the browser that joined (a sandbox cookie), and *Admit* and *End meeting*
+are checked server-side against the room: a forged form post is refused with 403.
 """
 
 from __future__ import annotations
@@ -22,8 +29,16 @@ from starlette.routing import Route
 
 from teams_ehr.demo import pages
 from teams_ehr.demo.pages import button_form, e, layout
-from teams_ehr.demo.world import APPROVER_NAME, CLINICIAN_NAME, DemoNotFoundError, DemoWorld
+from teams_ehr.demo.world import (
+    APPROVER_NAME,
+    CLINICIAN_NAME,
+    DemoNotFoundError,
+    DemoWorld,
+    RoomPerson,
+)
 from teams_ehr.errors import UsageError
+from teams_ehr.testing.fake_entra import SESSION_COOKIE
+from teams_ehr.testing.fake_entra_tokens import SignedInUser
 from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import APPROVER_OID, CLINICIAN_OID
 from teams_ehr.web import SECURITY_HEADERS
@@ -119,27 +134,49 @@ def _entra_routes(world: DemoWorld) -> list[Route]:
         query = request.url.query
         choices = "".join(
             f"<p><b>{e(name)}</b> · {e(upn)} "
-            + button_form(path, f"Sign in as {name}", fields={"query": query, "account": key},
-                          test_id="ms-signin" if key == "clinician" else f"ms-signin-{key}")
+            + button_form(
+                path,
+                f"Sign in as {name}",
+                fields={"query": query, "account": key},
+                test_id="ms-signin" if key == "clinician" else f"ms-signin-{key}",
+            )
             + "</p>"
             for key, (_, name, upn) in accounts.items()
-        )  # fmt: skip
+        )
+        decline = button_form(
+            path,
+            "Cancel (do not allow)",
+            fields={"query": query, "account": "clinician", "decision": "decline"},
+            css="secondary",
+            test_id="ms-decline",
+        )
         body = (
             "<section><h2>Sign in to Microsoft 365</h2><p>Pick an account of the sandbox "
             "tenant. The clinician signs in once, to link their EHR user to their Microsoft "
             "identity; the EHR analyst signs in to approve the organization.</p>"
-            f"{choices}</section>"
+            f"{choices}<p>{decline}</p></section>"
         )
         return html_response(layout("Microsoft sign-in (sandbox)", body, theme="sandbox"))
 
     async def submit(request: Request) -> Response:
         form = await form_fields(request)
         oid, name, upn = accounts.get(form.get("account", ""), accounts["clinician"])
-        entra.sign_in_as(oid, name=name, preferred_username=upn)
-        answer = entra.handler(
-            httpx.Request("GET", entra.authorize_endpoint + "?" + form.get("query", ""))
+        # This browser is now signed in to (simulated) Microsoft: its cookie names the session,
+        # which the simulated Teams asks before it offers to join as the organizer.
+        session = entra.sign_in_browser(oid, name=name, preferred_username=upn)
+        authorize = httpx.Request(
+            "GET",
+            entra.authorize_endpoint + "?" + form.get("query", ""),
+            headers={"Cookie": f"{SESSION_COOKIE}={session}"},
         )
-        return _follow(answer, "Microsoft sign-in")
+        entra.deny_consent = form.get("decision") == "decline"
+        try:
+            answer = entra.handler(authorize)
+        finally:
+            entra.deny_consent = False
+        response = _follow(answer, "Microsoft sign-in")
+        response.set_cookie(SESSION_COOKIE, session, path="/sandbox", httponly=True, samesite="lax")
+        return response
 
     return [Route(path, signin, methods=["GET"]), Route(path, submit, methods=["POST"])]
 
@@ -147,19 +184,34 @@ def _entra_routes(world: DemoWorld) -> list[Route]:
 # -- the simulated Teams meeting ----------------------------------------------------------------
 
 _TEAMS = "/sandbox/teams"
+_BROWSER_COOKIE = "sandbox-teams-browser"
+
+
+def _person(world: DemoWorld, handle: str, me: str) -> RoomPerson | None:
+    return world.people.get((handle, me))
+
+
+def _owns(request: Request, person: RoomPerson | None) -> bool:
+    """Whether this request comes from the browser that joined as ``person``."""
+    browser = request.cookies.get(_BROWSER_COOKIE, "")
+    return person is not None and secrets.compare_digest(browser, person.browser)
+
+
+def _refused(text: str) -> Response:
+    return html_response(pages.message("Microsoft Teams", text, theme="teams"), 403)
 
 
 def _panel(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
     """The live part of the meeting page (re-fetched by the page script on each change)."""
-    names = world.people
 
     def label(pid: str) -> str:
-        name, kind = names.get((handle, pid), (pid, "guest"))
+        person = _person(world, handle, pid)
+        name, kind = (pid, "guest") if person is None else (person.name, person.kind)
         return f"{e(name)} <span class='note'>({e(kind)})</span>"
 
     base = f"{_TEAMS}/rooms/{handle}/p/{me}"
     in_meeting, in_lobby = room.in_meeting(), room.in_lobby()
-    organizer = names.get((handle, me), ("", ""))[1] == "organizer" and me in in_meeting
+    organizer = room.organizer_present(me)
     if me in in_meeting:
         status = "<p class='ok' data-testid='me-status'>You are in the meeting.</p>"
     elif me in in_lobby:
@@ -196,8 +248,25 @@ def _panel(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
     )
 
 
+def _account_choice(action: str, room: MeetingRoom, user: SignedInUser | None) -> str:
+    """The pre-join screen's "signed in" part: the organizer option only for the organizer."""
+    if user is None:
+        return (
+            "<p class='note' data-testid='not-signed-in'>This browser is not signed in to "
+            "Microsoft 365: join as a guest.</p>"
+        )
+    if room.is_organizer(user.object_id, user.tenant_id):
+        label, test_id = f"Join as {user.name} (organizer)", "join-organizer"
+    else:
+        label, test_id = f"Join as {user.name}", "join-account"
+    button = button_form(action, label, fields={"identity": "account"}, test_id=test_id)
+    in_meeting = room.organizer_present("organizer") and test_id == "join-organizer"
+    return button + (" <span class='note'>(already in the meeting)</span>" if in_meeting else "")
+
+
 def _teams_routes(world: DemoWorld) -> list[Route]:
     graph = world.sandbox.graph
+    entra = world.sandbox.entra
 
     def room_of(request: Request) -> tuple[str, MeetingRoom]:
         handle = request.path_params["handle"]
@@ -205,6 +274,9 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         if room is None:
             raise DemoNotFoundError("unknown room")
         return handle, room
+
+    def signed_in(request: Request) -> SignedInUser | None:
+        return entra.browser_user(request.cookies.get(SESSION_COOKIE))
 
     async def join_url(request: Request) -> Response:
         raw = request.scope.get("raw_path", b"").decode("latin-1")[len(_TEAMS) :]
@@ -221,7 +293,6 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         appointment = world.appointment_of_room(handle)
         title = "Virtual visit" if appointment is None else f"Virtual visit · {appointment.reason}"
         action = f"{_TEAMS}/rooms/{handle}/join"
-        organizer_in = "organizer" in room.in_meeting()
         guest_form = (
             f"<form method='post' action='{e(action)}'><input type='hidden' name='identity' "
             "value='guest'><label>Your name <input type='text' name='name' value='Patient' "
@@ -233,37 +304,54 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
             "no app, no account needed.</p></section>"
             "<section><h3>Continue on this browser as a guest</h3>"
             f"{guest_form}</section><section><h3>Signed in to Microsoft 365</h3>"
-            + button_form(
-                action,
-                f"Join as {CLINICIAN_NAME} (organizer)",
-                fields={"identity": "organizer"},
-                test_id="join-organizer",
-            )
-            + (" <span class='note'>(already in the meeting)</span>" if organizer_in else "")
-            + "</section>"
+            f"{_account_choice(action, room, signed_in(request))}</section>"
         )
         return html_response(layout("Microsoft Teams (simulated)", body, theme="teams"))
 
     async def join(request: Request) -> Response:
         handle, room = room_of(request)
         form = await form_fields(request)
-        if form.get("identity") == "organizer":
-            me, kind, name = "organizer", "organizer", CLINICIAN_NAME
-            if me in room.in_meeting():
-                return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
-        else:
+        browser = request.cookies.get(_BROWSER_COOKIE) or secrets.token_urlsafe(16)
+        if form.get("identity", "guest") == "guest":
             me, kind = "guest-" + secrets.token_hex(4), "guest"
             name = (form.get("name") or "Guest").strip()[:60] or "Guest"
-        room.join(me, identity="organizer" if kind == "organizer" else "guest", display_name=name)
-        world.people[(handle, me)] = (name, kind)
+            room.join(me, identity="guest", display_name=name)
+        else:  # "account" (or a forged "organizer"): who Microsoft says this browser is
+            user = signed_in(request)
+            if user is None:
+                return _refused("Sign in to Microsoft 365 to join with an account.")
+            organizer = room.is_organizer(user.object_id, user.tenant_id)
+            if form.get("identity") == "organizer" and not organizer:
+                return _refused("Only the meeting's organizer can join as organizer.")
+            name, kind = user.name, "organizer" if organizer else "tenant_user"
+            me = "organizer" if organizer else "user-" + secrets.token_hex(4)
+            present = me in room.in_meeting() or me in room.in_lobby()
+            if present and _owns(request, _person(world, handle, me)):
+                return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+            if present:  # the organizer again, from a second browser
+                me = "organizer-" + secrets.token_hex(4)
+            try:
+                room.join_signed_in(
+                    me, object_id=user.object_id, tenant_id=user.tenant_id, display_name=name
+                )
+            except UsageError:  # an account of another tenant
+                return _refused("This account cannot join this meeting.")
+        world.people[(handle, me)] = RoomPerson(name, kind, browser)
         await world.room_changed()
-        return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+        response = _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+        if _BROWSER_COOKIE not in request.cookies:
+            response.set_cookie(
+                _BROWSER_COOKIE, browser, path=_TEAMS, httponly=True, samesite="lax"
+            )
+        return response
 
     async def room_page(request: Request) -> Response:
         handle, room = room_of(request)
         me = request.path_params["me"]
+        if not _owns(request, _person(world, handle, me)):
+            return _refused("This is someone else's place in the meeting.")
         base = f"{_TEAMS}/rooms/{handle}"
-        roster = await _live_roster(world, handle, me)
+        roster = await _live_roster(world, handle, room, me)
         body = (
             f"<section id='room-panel' data-state='{e(base)}/state.json' "
             f"data-panel='{e(base)}/p/{e(me)}/panel' data-version='{len(room.history)}'>"
@@ -275,7 +363,10 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
 
     async def panel(request: Request) -> Response:
         handle, room = room_of(request)
-        return html_response(_panel(world, handle, room, request.path_params["me"]))
+        me = request.path_params["me"]
+        if not _owns(request, _person(world, handle, me)):
+            return _refused("This is someone else's place in the meeting.")
+        return html_response(_panel(world, handle, room, me))
 
     async def state(request: Request) -> Response:
         _, room = room_of(request)
@@ -288,21 +379,25 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         return JSONResponse(body, headers=dict(SECURITY_HEADERS))
 
     async def act(request: Request) -> Response:
+        """Admit, leave, end: checked here, not only by which buttons a page shows."""
         handle, room = room_of(request)
         me, action = request.path_params["me"], request.path_params["action"]
+        if not _owns(request, _person(world, handle, me)):
+            return _refused("This is someone else's place in the meeting.")
         form = await form_fields(request)
-        is_organizer = world.people.get((handle, me), ("", ""))[1] == "organizer"
         try:
-            if action == "admit" and is_organizer:
-                room.admit(form.get("participant", ""))
+            if action == "admit":
+                room.admit(form.get("participant", ""), by=me)
             elif action == "leave":
                 room.leave(me)
                 if room.call_active and not room.in_meeting() and not room.in_lobby():
                     room.end_call()
-            elif action == "end" and is_organizer and room.call_active:
-                room.end_call()
-        except UsageError:
-            pass  # a double click: the room already changed; the page shows its state
+            elif action == "end":
+                room.end_for_everyone(me)
+        except UsageError as exc:
+            if exc.reason == "not_organizer":
+                return _refused("Only the meeting's organizer can do this.")
+            # otherwise a double click: the room already changed; the page shows its state
         await world.room_changed()
         return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
 
@@ -317,9 +412,10 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
     ]
 
 
-async def _live_roster(world: DemoWorld, handle: str, me: str) -> str:
-    """The clinician's teams-ehr roster: the runtime's SSE stream when it exists (SPEC D3)."""
-    if world.people.get((handle, me), ("", ""))[1] != "organizer":
+async def _live_roster(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
+    """The clinician's teams-ehr roster: the runtime's SSE stream when it exists (requirement D3)."""
+    person = _person(world, handle, me)
+    if person is None or person.kind != "organizer":
         return ""
     appointment = world.appointment_of_room(handle)
     url = None if appointment is None else world.roster_url(appointment)

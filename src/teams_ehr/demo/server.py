@@ -1,4 +1,4 @@
-"""The web demo: the FastAPI example app on the embedded sandbox, one URL (SPEC E3, the main job).
+"""The web demo: the FastAPI example app on the embedded sandbox, one URL (requirement E3, the main job).
 
 :func:`build_demo_app` serves, on one loopback origin:
 

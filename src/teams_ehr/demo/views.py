@@ -1,11 +1,11 @@
-"""The demo's own pages: start, EHR schedule, patient portal, attendance, admin (SPEC E3, C2, D4).
+"""The demo's own pages: start, EHR schedule, patient portal, attendance, admin (requirements E3, C2, D4).
 
 The EHR schedule and the patient portal stand in for Epic Hyperspace and MyChart: their
 *Begin virtual visit* buttons open exactly what an EHR opens (the provider launch URL with ``iss``
 and a fresh ``launch``; the SMART patient launch; or the text-message join link). The attendance
 page lists what the runtime wrote into the sandbox FHIR store and the visit reports computed from
-the stored facts (SPEC D7). The admin page shows each organization's state, approves as the
-sandbox approver and shows the integration records (SPEC C2) as a table and JSON.
+the stored facts (requirement D7). The admin page shows each organization's state, approves as the
+sandbox approver and shows the integration records (requirement C2) as a table and JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from teams_ehr.demo import pages
 from teams_ehr.demo.pages import button_form, e, layout, pretty_json, table
 from teams_ehr.demo.sandbox_web import html_response
 from teams_ehr.demo.world import APPROVER_NAME, CLINICIAN_NAME, ORG_ID, DemoWorld
-from teams_ehr.errors import ApprovalRequiredError
+from teams_ehr.errors import ApprovalRequiredError, IdentityBindingError
 from teams_ehr.orgs.models import EnvironmentName
 from teams_ehr.orgs.records import integration_records
 from teams_ehr.testing.sandbox import TENANT_ID
@@ -56,21 +56,41 @@ async def _start(world: DemoWorld) -> str:
         else "<span class='warn'>pending approval</span> — approve it in the admin view first"
     )
     steps = [
-        ("/demo/admin", "Sandbox admin view", "Organizations and their state; approve in one "
-         "click as the sandbox's EHR analyst; the integration records to enter in the EHR."),
-        ("/ehr", "EHR schedule (clinician)", f"Click Begin virtual visit as {CLINICIAN_NAME}: "
-         "SMART EHR launch, one-time Microsoft sign-in, into the Teams meeting as organizer."),
-        ("/portal", "Patient portal (open in another tab)", "Begin virtual visit as the patient: "
-         "SMART patient launch or the text-message link, then wait in the lobby."),
-        ("/attendance", "Attendance", "After the visit: what was written to the sandbox EHR and "
-         "the visit report."),
-    ]  # fmt: skip
+        (
+            "/demo/admin",
+            "Sandbox admin view",
+            "Organizations and their state; approve in one "
+            "click as the sandbox's EHR analyst; the integration records to enter in the EHR.",
+        ),
+        (
+            "/ehr",
+            "EHR schedule (clinician)",
+            f"Click Begin virtual visit as {CLINICIAN_NAME}: "
+            "SMART EHR launch, one-time Microsoft sign-in, into the Teams meeting as organizer.",
+        ),
+        (
+            "/portal",
+            "Patient portal (open in another tab)",
+            "Begin virtual visit as the patient: "
+            "SMART patient launch or the text-message link, then wait in the lobby.",
+        ),
+        (
+            "/attendance",
+            "Attendance",
+            "After the visit: what was written to the sandbox EHR and the visit report.",
+        ),
+    ]
     if world.console:  # the library's admin console is mounted: the real approval flow
-        steps.insert(0, (
-            "/admin", "Admin console (teams-ehr)", f"Sign in with tenant ID {TENANT_ID} as "
-            f"{APPROVER_NAME}, review the organization, sign in to the EHR to prove its FHIR "
-            "base URL, approve; then the integration records.",
-        ))  # fmt: skip
+        steps.insert(
+            0,
+            (
+                "/admin",
+                "Admin console (teams-ehr)",
+                f"Sign in with tenant ID {TENANT_ID} as "
+                f"{APPROVER_NAME}, review the organization, sign in to the EHR to prove its FHIR "
+                "base URL, approve; then the integration records.",
+            ),
+        )
     items = "".join(
         f"<li><a href='{e(href)}' data-testid='start-{e(_test_id(href))}'>{e(title)}</a> — "
         f"{e(text)}</li>"
@@ -249,7 +269,14 @@ def demo_routes(world: DemoWorld) -> list[Route]:
     async def portal_text(request: Request) -> Response:
         appointment = request.path_params["appointment"]
         if await world.is_active():
-            text_links[appointment] = await world.text_message_link(appointment)
+            try:
+                text_links[appointment] = await world.text_message_link(appointment)
+            except IdentityBindingError:  # the meeting is the bound clinician's: not yet
+                text = (
+                    "The clinician has not linked their Microsoft account yet: begin the visit "
+                    "from the EHR once, then send the text message."
+                )
+                return html_response(pages.message("Patient portal", text), 409)
             return _see_other("/portal")
         return html_response(pages.message("Patient portal", "The clinic is not set up yet."), 409)
 

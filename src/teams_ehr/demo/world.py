@@ -1,4 +1,4 @@
-"""The demo's sandbox world: fakes, seeded clinic, schedule and simulated meeting rooms (SPEC E3).
+"""The demo's sandbox world: fakes, seeded clinic, schedule and simulated meeting rooms (requirement E3).
 
 :class:`DemoWorld` wraps a :class:`~teams_ehr.testing.sandbox.Sandbox` whose app lives at the
 demo server's own loopback origin (``http://127.0.0.1:<port>``, so the organization's environment
@@ -8,24 +8,24 @@ on ``teams.microsoft.com``): server-side every request goes through the sandbox 
 the browser reaches their pages through :mod:`teams_ehr.demo.gateway`.
 
 What is seeded: one organization, *pending approval* so the admin view can approve it as the
-sandbox approver (SPEC C1: only approved URLs launch), and today's appointments in the fake FHIR
-store. Patient names are made up and exist only in this module's schedule for the pages; they are
-never logged and never reach the library (which reads only an appointment's times).
+sandbox approver (requirement C1: only approved URLs launch), and today's appointments in the fake
+FHIR store. Patient names are made up and exist only in this module's schedule for the pages; they
+are never logged and never reach the library (which reads only an appointment's times).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from teams_ehr._http import run_async
 from teams_ehr._redact import get_logger
 from teams_ehr.app import TeamsEhr
 from teams_ehr.config import AttendanceSettings
 from teams_ehr.orgs.approval import ApprovalProof
 from teams_ehr.orgs.models import EnvironmentConfig, Organization, config_hash
+from teams_ehr.sansio import run_async
 from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
 from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow
 from teams_ehr.teams.identity import MicrosoftIdentity
@@ -33,13 +33,20 @@ from teams_ehr.teams.meetings import external_id_for
 from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import (
     APPROVER_OID,
-    CLINICIAN_OID,
+    PRACTITIONER,
     SMART_CLIENT_ID,
     TENANT_ID,
     Sandbox,
 )
 
-__all__ = ["ORG_ID", "DemoAppointment", "DemoNotFoundError", "DemoSandbox", "DemoWorld"]
+__all__ = [
+    "ORG_ID",
+    "DemoAppointment",
+    "DemoNotFoundError",
+    "DemoSandbox",
+    "DemoWorld",
+    "RoomPerson",
+]
 
 ORG_ID = "sandbox-clinic"
 CLINICIAN_NAME = "Dr. Demo"
@@ -92,6 +99,19 @@ class DemoAppointment:
         return f"Appointment/{self.appointment_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class RoomPerson:
+    """Someone in a simulated meeting room, as the demo's Teams pages show them.
+
+    ``kind`` is what the room made of them (``organizer`` only for the meeting organizer's
+    Microsoft identity); ``browser`` is the sandbox cookie of the browser that joined, the only
+    browser whose clicks act for this participant."""
+
+    name: str
+    kind: str
+    browser: str = field(repr=False)
+
+
 _SCHEDULE = (
     ("appt-1001", "patient-1001", "Alex Rivera", "Follow-up: blood pressure", 5),
     ("appt-1002", "patient-1002", "Sam Chen", "Medication review", 35),
@@ -114,7 +134,7 @@ class DemoWorld:
                 appointment_id, patient_id, name, reason, start, end
             )
         self._rooms: dict[str, str] = {}  # opaque room handle → Graph meeting id
-        self.people: dict[tuple[str, str], tuple[str, str]] = {}  # (room, id) → (name, kind)
+        self.people: dict[tuple[str, str], RoomPerson] = {}  # (room handle, participant id)
         self.notifier: RoomChangeListener | None = None
         self.console = False  # the library's admin console is mounted at /admin
         self._runtime: TeamsEhr | None = None
@@ -128,7 +148,7 @@ class DemoWorld:
             raise RuntimeError("the demo runtime is not open yet")
         return self._runtime
 
-    # -- organizations (SPEC C1, C2) ------------------------------------------------------------
+    # -- organizations (requirements C1, C2) -------------------------------------------------------
 
     async def seed(self, runtime: TeamsEhr) -> None:
         """Create the sandbox organization and submit its test environment for approval."""
@@ -138,14 +158,14 @@ class DemoWorld:
             await runtime.registry.submit_for_approval(ORG_ID, "test", actor=APPROVER_OID)
 
     def install_console(self, runtime: TeamsEhr) -> bool:
-        """When the host mounts the library's admin console (SPEC C1, C2), give it the sandbox
-        approver as administrator and loopback http bases; ``True`` if mounted."""
+        """When the host mounts the library's admin console (requirements C1, C2), give it the
+        sandbox approver as administrator and loopback http bases; ``True`` if mounted."""
         from teams_ehr.integrations.routes import ROUTES
 
         if not any(spec.name == "admin_home" for spec in ROUTES):
             return False
-        from teams_ehr.admin import AdminPolicy
         from teams_ehr.integrations.admin_routes import install_admin
+        from teams_ehr.orgs.console import AdminPolicy
 
         policy = AdminPolicy(administrators={TENANT_ID: frozenset({APPROVER_OID})}, allow_http=True)
         install_admin(runtime, policy=policy)
@@ -155,8 +175,9 @@ class DemoWorld:
     async def approve(self, org_id: str) -> Organization:
         """Approve the test environment as the sandbox's designated approver.
 
-        The proof is what the approval sign-ins yield (SPEC C1): the approver's Microsoft identity
-        and a discovery snapshot of the exact FHIR base, fetched now from the sandbox EHR."""
+        The proof is what the approval sign-ins yield (requirement C1): the approver's Microsoft
+        identity and a discovery snapshot of the exact FHIR base, fetched now from the sandbox
+        EHR."""
         runtime = self.runtime
         org = await runtime.registry.get(org_id)
         env = None if org is None else org.environment("test")
@@ -182,7 +203,7 @@ class DemoWorld:
         env = None if org is None else org.environment("test")
         return env is not None and env.state == "active"
 
-    # -- launches (SPEC C3, C4) -----------------------------------------------------------------
+    # -- launches (requirements C3, C4) ------------------------------------------------------------
 
     def _appointment(self, appointment_id: str) -> DemoAppointment:
         appointment = self.appointments.get(appointment_id)
@@ -208,12 +229,15 @@ class DemoWorld:
         return _launch_path("patient", self.sandbox.ehr.base_url, launch)
 
     async def text_message_link(self, appointment_id: str) -> str:
-        """The patient's text/e-mail link ``/j/<token>`` (the visit prepared ahead, SPEC C4)."""
+        """The patient's text/e-mail link ``/j/<token>`` (the visit prepared ahead, requirement C4),
+        organized by the sandbox clinician's bound Microsoft identity: IdentityBindingError until
+        they have signed in once (their first *Begin virtual visit*)."""
         appointment = self._appointment(appointment_id)
-        token = await self.runtime.visits.prepare_visit(
+        token = await self.runtime.visits.meetings.prepare_visit(
             ORG_ID,
+            environment="test",
             visit_key=appointment.visit_key,
-            organizer_oid=CLINICIAN_OID,
+            ehr_user_id=PRACTITIONER,
             start=appointment.start,
             end=appointment.end,
         )

@@ -1,10 +1,12 @@
-"""The admin console's routes: plain escaped HTML pages and JSON endpoints (SPEC C1, C2).
+"""The admin console's HTTP edge: plain escaped HTML pages and JSON endpoints.
 
 :data:`ADMIN_ROUTES` are part of :data:`~teams_ehr.integrations.routes.ROUTES`, so both adapters
-mount them. Mutations are ``POST`` only and carry the session's CSRF token (``csrf`` form field);
+mount them (docs/reference/integrations.md). Each handler reads the request, calls
+:class:`~teams_ehr.orgs.console.AdminService` and renders the result; the console's rules live
+there. Mutations are ``POST`` only and carry the session's CSRF token (``csrf`` form field);
 pages are built with :func:`teams_ehr.web.html_page` from escaped text only. The runtime builds
-the :class:`~teams_ehr.admin.AdminService` from ``settings.admin``; :func:`install_admin` replaces
-it with another policy (call it on every instance: the EHR callback may reach any of them).
+the console from ``settings.admin``; :func:`install_admin` replaces it with another policy (call
+it on every instance: the EHR callback may reach any of them).
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from html import escape
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from teams_ehr._redact import get_logger
-from teams_ehr.admin import (
+from teams_ehr.app import TeamsEhr
+from teams_ehr.errors import ConfigurationError, LaunchParameterError, TeamsEhrError
+from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
+from teams_ehr.orgs.console import (
     ADMIN_MICROSOFT_CALLBACK_PATH,
     ADMIN_PATH,
     AdminPolicy,
     AdminService,
 )
-from teams_ehr.app import TeamsEhr
-from teams_ehr.errors import ConfigurationError, LaunchParameterError, TeamsEhrError
-from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.orgs.models import ENVIRONMENT_NAMES, EnvironmentConfig, EnvironmentName
 from teams_ehr.orgs.models import config_hash as hash_of
 from teams_ehr.web import WebResponse, error_response, html_page, redirect
@@ -40,13 +43,19 @@ def install_admin(app: TeamsEhr, *, policy: AdminPolicy | None = None) -> AdminS
     """Replace the runtime's console with one under ``policy`` (the runtime builds one from
     ``settings.admin`` at start-up; call this on every instance if you override it)."""
     service = AdminService(
-        store=app.store, registry=app.registry, visits=app.visits,
+        store=app.store,
+        registry=app.registry,
+        visits=app.visits.approval,
         entra=partial(app.services.entra_config_for, callback_path=ADMIN_MICROSOFT_CALLBACK_PATH),
-        jwks=app.jwks, discovery=app.discovery, http=app.http,
-        app_base_url=app.settings.app_base_url, policy=policy, clock=app.clock,
-    )  # fmt: skip
+        jwks=app.jwks,
+        discovery=app.discovery,
+        http=app.http,
+        app_base_url=app.settings.app_base_url,
+        policy=policy,
+        clock=app.clock,
+    )
     app.admin = service
-    app.visits.on_approval_signin = service.on_approval_signin
+    app.visits.approval.on_signin = service.on_approval_signin
     return service
 
 
@@ -69,6 +78,12 @@ def _environment(request: IncomingRequest, value: str | None = None) -> Environm
 def _json(document: Any, status: int = 200) -> WebResponse:
     body = json.dumps(document, sort_keys=True, default=str).encode("utf-8")
     return WebResponse(status, body, "application/json")
+
+
+def _console(service: AdminService) -> str:
+    """The console's path as the browser sees it: under the path of ``app_base_url`` (the
+    mount prefix; redirects get it in :func:`~teams_ehr.integrations.routes.handle`)."""
+    return urlsplit(service.app_base_url).path + ADMIN_PATH
 
 
 def _form_fields(csrf: str) -> str:
@@ -134,10 +149,10 @@ def _route(handler: AdminHandler) -> Callable[[TeamsEhr, IncomingRequest], Await
 # -- pages -----------------------------------------------------------------------------------
 
 
-def _signin_page() -> WebResponse:
+def _signin_page(service: AdminService) -> WebResponse:
     return html_page(
         "<h1>EHR connector configuration</h1><p>Sign in with your Microsoft 365 account.</p>"
-        f"<form method='get' action='{ADMIN_PATH}/signin'><label>Tenant ID "
+        f"<form method='get' action='{_console(service)}/signin'><label>Tenant ID "
         "<input name='tenant' required></label><button type='submit'>Sign in</button></form>",
         title="Sign in",
     )
@@ -167,10 +182,11 @@ def _environment_form(prefix_html: str, action: str, csrf: str, submit: str) -> 
 async def _home(service: AdminService, request: IncomingRequest) -> WebResponse:
     session = await service.session(request.session_id)
     if session is None:
-        return _signin_page()
+        return _signin_page(service)
     csrf = session.csrf.get_secret_value()
+    console = _console(service)
     rows = "".join(
-        f"<li><a href='{ADMIN_PATH}/orgs/{escape(org.org_id)}'>{escape(org.display_name)}</a> "
+        f"<li><a href='{console}/orgs/{escape(org.org_id)}'>{escape(org.display_name)}</a> "
         + escape(
             ", ".join(
                 f"{n}: {e.state}"
@@ -189,10 +205,10 @@ async def _home(service: AdminService, request: IncomingRequest) -> WebResponse:
             "<label>Approver (Entra object ID) <input name='approver_oid' required></label><br>"
         )
         create = "<h2>New organization</h2>" + _environment_form(
-            head, f"{ADMIN_PATH}/orgs", csrf, "Create"
+            head, f"{console}/orgs", csrf, "Create"
         )
     body = f"<h1>Organizations</h1><ul>{rows}</ul>{create}" + _button(
-        f"{ADMIN_PATH}/signout", "Sign out", csrf
+        f"{console}/signout", "Sign out", csrf
     )
     return html_page(body, title="Organizations")
 
@@ -215,12 +231,15 @@ async def _signout(service: AdminService, request: IncomingRequest) -> WebRespon
 async def _create(service: AdminService, request: IncomingRequest) -> WebResponse:
     params = request.params
     org = await service.create(
-        request.session_id, params.get("csrf"), org_id=params.get("org_id", ""),
-        display_name=params.get("display_name", ""), approver_oid=params.get("approver_oid", ""),
+        request.session_id,
+        params.get("csrf"),
+        org_id=params.get("org_id", ""),
+        display_name=params.get("display_name", ""),
+        approver_oid=params.get("approver_oid", ""),
         environments={
             _environment(request, params.get("environment")): _config_from_form(params, service)
         },
-    )  # fmt: skip
+    )
     return redirect(f"{ADMIN_PATH}/orgs/{org.org_id}")
 
 
@@ -235,29 +254,36 @@ async def _edit(service: AdminService, request: IncomingRequest) -> WebResponse:
         name = _environment(request, params.get("environment"))
         environments = {name: _config_from_form(params, service)}
     org = await service.update(
-        request.session_id, params.get("csrf"), request.path_params["org_id"],
-        expected_version=version, display_name=params.get("display_name") or None,
-        approver_oid=params.get("approver_oid") or None, environments=environments,
-    )  # fmt: skip
+        request.session_id,
+        params.get("csrf"),
+        request.path_params["org_id"],
+        expected_version=version,
+        display_name=params.get("display_name") or None,
+        approver_oid=params.get("approver_oid") or None,
+        environments=environments,
+    )
     return redirect(f"{ADMIN_PATH}/orgs/{org.org_id}")
 
 
 async def _transition(service: AdminService, request: IncomingRequest) -> WebResponse:
     org_id = request.path_params["org_id"]
     await service.transition(
-        request.session_id, request.params.get("csrf"), org_id, _environment(request),
+        request.session_id,
+        request.params.get("csrf"),
+        org_id,
+        _environment(request),
         request.params.get("action", ""),
-    )  # fmt: skip
+    )
     return redirect(f"{ADMIN_PATH}/orgs/{org_id}")
 
 
 async def _organization_page(service: AdminService, request: IncomingRequest) -> WebResponse:
     session = await service.session(request.session_id)
     if session is None:
-        return _signin_page()
+        return _signin_page(service)
     org = await service.organization(request.session_id, request.path_params["org_id"])
     csrf = session.csrf.get_secret_value()
-    base = f"{ADMIN_PATH}/orgs/{escape(org.org_id)}"
+    base = f"{_console(service)}/orgs/{escape(org.org_id)}"
     parts = [
         f"<h1>{escape(org.display_name)}</h1><p>Tenant {escape(org.tenant_id)}; approver "
         f"{escape(org.approver_oid)}; version {org.version}</p>"
@@ -290,7 +316,7 @@ async def _organization_page(service: AdminService, request: IncomingRequest) ->
 async def _review(service: AdminService, request: IncomingRequest) -> WebResponse:
     session = await service.session(request.session_id)
     if session is None:
-        return _signin_page()
+        return _signin_page(service)
     org = await service.organization(request.session_id, request.path_params["org_id"])
     name = _environment(request)
     env = org.environment(name)
@@ -298,7 +324,7 @@ async def _review(service: AdminService, request: IncomingRequest) -> WebRespons
         raise LaunchParameterError("unknown environment", reason="bad_environment")
     csrf = session.csrf.get_secret_value()
     digest = hash_of(org, name)
-    action = f"{ADMIN_PATH}/orgs/{org.org_id}/{name}"
+    action = f"{_console(service)}/orgs/{org.org_id}/{name}"
     config = env.config.model_dump(mode="json")
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in config.items()
@@ -319,17 +345,23 @@ async def _review(service: AdminService, request: IncomingRequest) -> WebRespons
 
 async def _begin_approval(service: AdminService, request: IncomingRequest) -> WebResponse:
     return await service.begin_approval(
-        request.session_id, request.params.get("csrf"), request.path_params["org_id"],
-        _environment(request), reviewed_hash=request.params.get("config_hash", ""),
-    )  # fmt: skip
+        request.session_id,
+        request.params.get("csrf"),
+        request.path_params["org_id"],
+        _environment(request),
+        reviewed_hash=request.params.get("config_hash", ""),
+    )
 
 
 async def _approve(service: AdminService, request: IncomingRequest) -> WebResponse:
     org_id, name = request.path_params["org_id"], _environment(request)
     await service.approve(
-        request.session_id, request.params.get("csrf"), org_id, name,
+        request.session_id,
+        request.params.get("csrf"),
+        org_id,
+        name,
         approval_id=request.params.get("approval_id"),
-    )  # fmt: skip
+    )
     return redirect(f"{ADMIN_PATH}/orgs/{org_id}/{name}/records")
 
 
@@ -438,4 +470,5 @@ ADMIN_ROUTES: tuple[RouteSpec, ...] = (
         "admin_api_records", _API + "/{environment}/records", ("GET",), _route(_records_json)
     ),
 )
-"""The console's routes; the lead appends them to ``ROUTES`` (names are unique)."""
+"""The console's routes: the ``admin`` group of
+:data:`~teams_ehr.integrations.routes.ROUTE_GROUPS` (names are unique)."""

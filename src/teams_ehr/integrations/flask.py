@@ -1,4 +1,4 @@
-"""Flask adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` on a sync host (SPEC E2).
+"""Flask adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` on a sync host (requirement E2).
 
 The runtime is async; a Flask worker thread reaches it through ONE long-lived anyio blocking
 portal (an event loop in a background thread), never ``anyio.run`` per request: the runtime's
@@ -9,6 +9,9 @@ portal (an event loop in a background thread), never ``anyio.run`` per request: 
     ...
     bridge.close()                # at shutdown
 
+``init_app(app, url_prefix="/ehr", include={"visits", "jwks"})`` mounts a subset under a prefix,
+checked like :func:`~teams_ehr.integrations.routes.mounted_routes` before anything starts.
+
 A :class:`~teams_ehr.web.WebStream` (the live roster) is streamed by pulling the async iterator
 through the same portal, one chunk per call; closing the response closes the iterator.
 """
@@ -16,7 +19,7 @@ through the same portal, one chunk per call; closing the response closes the ite
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -26,12 +29,12 @@ from flask import Blueprint, Flask, Response, request
 from teams_ehr.app import TeamsEhr
 from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.integrations.routes import (
-    ROUTES,
     SESSION_MAX_AGE,
     IncomingRequest,
     RouteSpec,
     browser_session,
     handle,
+    mounted_routes,
     session_cookie_name,
 )
 from teams_ehr.web import WebStream
@@ -56,19 +59,32 @@ class FlaskTeamsEhr:
 
     @property
     def portal(self) -> BlockingPortal:
+        """The event loop that opened the runtime (started, and the runtime opened, on first
+        use; a runtime that fails to open stops it again)."""
         if self._portal is None:
-            self._portal = self._stack.enter_context(start_blocking_portal(backend="asyncio"))
-            self._stack.enter_context(self._portal.wrap_async_context_manager(self.runtime))
+            portal = self._stack.enter_context(start_blocking_portal(backend="asyncio"))
+            try:
+                self._stack.enter_context(portal.wrap_async_context_manager(self.runtime))
+            except BaseException:
+                self._stack.close()
+                raise
+            self._portal = portal
         return self._portal
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run an async runtime function from a Flask thread and return its result."""
         return self.portal.call(func, *args)
 
-    def init_app(self, app: Flask, *, url_prefix: str = "") -> None:
+    def init_app(
+        self, app: Flask, *, url_prefix: str = "", include: Collection[str] | None = None
+    ) -> None:
+        """Open the runtime now (not on the first request) and register the ``include`` route
+        groups (default: all) as the ``teams_ehr`` blueprint under ``url_prefix``, which
+        ``app_base_url`` must end with (checked first: a refused mount starts nothing)."""
+        mount = mounted_routes(self.runtime.settings, prefix=url_prefix, include=include)
         self.portal  # noqa: B018 - open the runtime now, not on the first request
-        blueprint = Blueprint("teams_ehr", __name__, url_prefix=url_prefix or None)
-        for spec in ROUTES:
+        blueprint = Blueprint("teams_ehr", __name__, url_prefix=mount.prefix or None)
+        for spec in mount.routes:
             blueprint.add_url_rule(
                 _flask_path(spec.path), spec.name, self._view(spec), methods=list(spec.methods)
             )
@@ -110,9 +126,14 @@ class FlaskTeamsEhr:
                 response.headers[name] = value
             if fresh:
                 response.set_cookie(
-                    cookie, session_id, max_age=SESSION_MAX_AGE, httponly=True, secure=secure,
-                    samesite="Lax", path="/",
-                )  # fmt: skip
+                    cookie,
+                    session_id,
+                    max_age=SESSION_MAX_AGE,
+                    httponly=True,
+                    secure=secure,
+                    samesite="Lax",
+                    path="/",
+                )
             return response
 
         return view

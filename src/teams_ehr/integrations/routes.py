@@ -1,4 +1,4 @@
-"""The framework-free route table both adapters mount (DESIGN.md rule 11: adapters stay thin).
+"""The framework-free route table both adapters mount (docs/reference/integrations.md).
 
 An adapter turns its framework's request into an :class:`IncomingRequest`, calls
 :func:`handle`, and writes the :class:`~teams_ehr.web.WebResponse` back. All flow logic, error
@@ -8,47 +8,60 @@ The browser session is an opaque random cookie (``__Host-`` prefixed on https): 
 ``state`` to the browser (SMART app-launch: state "tied to the user's current session") and
 carries nothing else. Graph's webhook routes read the raw body and the query (the validation
 handshake sends ``validationToken`` in the query of a POST); the roster route streams.
+
+:func:`mounted_routes` is what both adapters mount: a subset of :data:`ROUTE_GROUPS` under a
+prefix that ``app_base_url`` must end with, since every URL the library generates starts with it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
+from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from urllib.parse import urlsplit
 
-from teams_ehr._redact import get_logger
+from teams_ehr._redact import get_logger, install_redaction
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.attendance.handshake import HandshakeKind
 from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
 from teams_ehr.attendance.visit_state import visit_request_scope
+from teams_ehr.config import TeamsEhrSettings
 from teams_ehr.errors import (
+    ConfigurationError,
     ContextLinkError,
     JoinLinkInvalidError,
     LaunchParameterError,
     SecurityError,
     TeamsEhrError,
+    UsageError,
     VisitNotReadyError,
 )
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
-from teams_ehr.integrations.spec import Handler, IncomingRequest, RouteSpec
+from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.metrics import observe_launch
 from teams_ehr.orgs.models import EnvironmentName
-from teams_ehr.visit_records import LaunchRole
 from teams_ehr.web import WebResponse, WebStream, error_response
 
 __all__ = [
     "ROUTES",
+    "ROUTE_GROUPS",
     "SESSION_MAX_AGE",
     "IncomingRequest",
+    "MountedRoutes",
     "RouteSpec",
     "browser_session",
     "handle",
+    "mounted_routes",
     "session_cookie_name",
 ]
 
 _log = get_logger(__name__)
 _AUDITED_AT_SOURCE = (JoinLinkInvalidError, ContextLinkError)
-# E6: the launch-path routes counted by stage and outcome (teams_ehr.metrics).
+# requirement E6: the launch-path routes counted by stage and outcome (teams_ehr.metrics).
 _STAGES = {
     "provider_launch": "begin",
     "patient_launch": "begin",
@@ -74,28 +87,38 @@ def _environment(request: IncomingRequest) -> EnvironmentName:
     raise LaunchParameterError("unknown environment in launch URL", reason="bad_environment")
 
 
-def _launch(role: LaunchRole) -> Handler:
-    """``/launch`` (clinician) and ``/patient`` (portal): the same EHR launch, another role."""
+async def _provider_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.provider.begin_launch(
+        request.path_params["org_id"],
+        _environment(request),
+        request.params,
+        session_id=request.session_id,
+    )
 
-    async def handler(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-        return await app.visits.begin_launch(
-            request.path_params["org_id"], _environment(request), request.params,
-            session_id=request.session_id, role=role,
-        )  # fmt: skip
 
-    return handler
+async def _patient_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+    return await app.visits.patient.begin_launch(
+        request.path_params["org_id"],
+        _environment(request),
+        request.params,
+        session_id=request.session_id,
+    )
 
 
 async def _ehr_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.complete_ehr_callback(request.params, session_id=request.session_id)
+    return await app.visits.callback.complete(request.params, session_id=request.session_id)
 
 
 async def _microsoft_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.complete_microsoft_signin(request.params, session_id=request.session_id)
+    return await app.visits.binding.complete_microsoft_signin(
+        request.params, session_id=request.session_id
+    )
 
 
 async def _join(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.join(request.path_params["token"], client_key=request.client_key)
+    return await app.visits.patient.join(
+        request.path_params["token"], client_key=request.client_key
+    )
 
 
 async def _jwks(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
@@ -130,23 +153,103 @@ async def _roster(app: TeamsEhr, request: IncomingRequest) -> WebStream:
 
 VISIT_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
-        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _launch("provider")
+        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
     ),
     RouteSpec(
-        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _launch("patient")
+        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _patient_launch
     ),
     RouteSpec("ehr_callback", "/callback", ("GET",), _ehr_callback),
     RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
     RouteSpec("join", "/j/{token}", ("GET",), _join),
-    RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),
+)
+JWKS_ROUTES: tuple[RouteSpec, ...] = (RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),)
+WEBHOOK_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "graph_notifications", NOTIFICATIONS_PATH, ("GET", "POST"), _graph_notifications, True
     ),
     RouteSpec("graph_lifecycle", LIFECYCLE_PATH, ("GET", "POST"), _graph_lifecycle, True),
+)
+ROSTER_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("roster", "/visits/{org_id}/{external_id}/roster", ("GET",), _roster),
 )
-ROUTES: tuple[RouteSpec, ...] = (*VISIT_ROUTES, *ADMIN_ROUTES)
+ROUTE_GROUPS: Mapping[str, tuple[RouteSpec, ...]] = MappingProxyType(
+    {
+        "visits": VISIT_ROUTES,
+        "jwks": JWKS_ROUTES,
+        "webhooks": WEBHOOK_ROUTES,
+        "roster": ROSTER_ROUTES,
+        "admin": ADMIN_ROUTES,
+    }
+)
+"""The groups a host mounts with ``include=``: the clinician's and patient's launches with both
+callbacks and join links; the JWKS URL; Graph's webhooks; the live roster; the admin console."""
+ROUTES: tuple[RouteSpec, ...] = tuple(spec for group in ROUTE_GROUPS.values() for spec in group)
 _BY_NAME = {route.name: route for route in ROUTES}
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class MountedRoutes:
+    """What an adapter mounts: the normalized ``prefix`` and the selected ``routes``."""
+
+    prefix: str
+    routes: tuple[RouteSpec, ...]
+
+
+def mounted_routes(
+    settings: TeamsEhrSettings, *, prefix: str = "", include: Collection[str] | None = None
+) -> MountedRoutes:
+    """The routes of the ``include`` groups (all of :data:`ROUTE_GROUPS` by default) under
+    ``prefix``, checked against the settings.
+
+    Every URL the library generates (the SMART ``redirect_uri`` default, the Microsoft sign-in
+    redirect, Graph's ``notificationUrl``, join links, the console's links and callback) is
+    ``app_base_url`` + a route path, so ``app_base_url`` is where the routes are served as
+    browsers, EHRs and Graph see them, prefix included. Its path must therefore end with
+    ``prefix`` (it may be longer, behind a proxy that strips a path); otherwise the mount is
+    refused with :class:`~teams_ehr.errors.ConfigurationError` (``mount_prefix_mismatch``)
+    rather than serving redirect URIs that 404. Mounting installs log redaction
+    (:func:`teams_ehr.install_redaction`) before the host's access log records any path.
+    """
+    install_redaction()  # the host's access log records paths: /j/<token> is a join link
+    if isinstance(include, str):
+        raise UsageError(
+            f"include takes a set of group names, e.g. {{{include!r}}}; known groups: "
+            + ", ".join(ROUTE_GROUPS),
+            reason="unknown_route_group",
+        )
+    groups = tuple(ROUTE_GROUPS) if include is None else tuple(include)
+    unknown = sorted(set(groups) - ROUTE_GROUPS.keys())
+    if unknown or not groups:
+        named = ", ".join(unknown) if unknown else "no group"
+        raise UsageError(
+            f"include names {named}; known groups: {', '.join(ROUTE_GROUPS)}",
+            reason="unknown_route_group",
+        )
+    clean = prefix.rstrip("/")
+    if not _PREFIX.match(clean):
+        raise UsageError(
+            f"mount prefix {prefix!r} must be '' or a path like '/ehr' (no placeholders, query "
+            "or fragment)",
+            reason="bad_mount_prefix",
+        )
+    base = settings.app_base_url
+    if clean and not urlsplit(base).path.endswith(clean):
+        raise ConfigurationError(
+            f"the routes are mounted under {clean!r} but app_base_url ({base}) does not end "
+            f"with it, so the redirect URIs, Graph's notificationUrl and join links it builds "
+            f"would miss the mount: set app_base_url (TEAMS_EHR__APP_BASE_URL) to "
+            f"'{base}{clean}', or mount at the path app_base_url names",
+            reason="mount_prefix_mismatch",
+        )
+    if settings.attendance.enabled and "webhooks" not in groups:
+        _log.warning(
+            "attendance is enabled but this host does not mount the 'webhooks' group: Graph's "
+            "notificationUrl (%s) must reach an instance that does",
+            base + NOTIFICATIONS_PATH,
+        )
+    routes = tuple(spec for name in ROUTE_GROUPS if name in groups for spec in ROUTE_GROUPS[name])
+    return MountedRoutes(clean, routes)
 
 
 async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebStream:
@@ -154,13 +257,27 @@ async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebSt
     route = _BY_NAME[request.route]
     try:
         with visit_request_scope(request.session_id), _observed(route.name):
-            return await route.handler(app, request)
+            return _under_mount(await route.handler(app, request), app.settings.app_base_url)
     except TeamsEhrError as exc:
-        # One security_event per refusal (T32); join and context links write theirs at source.
+        # One security_event per refusal (threat T32); join and context links log theirs at source.
         audited = isinstance(exc, SecurityError) and not isinstance(exc, _AUDITED_AT_SOURCE)
         extra = {"security_event": exc.reason} if audited else None
         _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason, extra=extra)
         return error_response(exc)
+
+
+def _under_mount(result: WebResponse | WebStream, app_base_url: str) -> WebResponse | WebStream:
+    """A root-relative ``Location`` (the console's own pages) is relative to where the routes
+    are served: the path of ``app_base_url`` goes in front of it."""
+    base = urlsplit(app_base_url).path
+    location = result.location if isinstance(result, WebResponse) else None
+    if not base or location is None or not location.startswith("/") or location[:2] == "//":
+        return result
+    headers = tuple(
+        (name, base + value if name.lower() == "location" else value)
+        for name, value in result.headers
+    )
+    return replace(result, headers=headers)
 
 
 def session_cookie_name(*, secure: bool) -> str:

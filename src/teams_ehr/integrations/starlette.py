@@ -1,10 +1,10 @@
-"""Starlette / FastAPI adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` (SPEC E2).
+"""Starlette / FastAPI adapter: mount :data:`~teams_ehr.integrations.routes.ROUTES` (requirement E2).
 
 ::
 
     runtime = TeamsEhr(settings)
-    app = FastAPI(lifespan=teams_ehr_lifespan(runtime))
-    app.router.routes.extend(teams_ehr_routes(runtime))
+    app = FastAPI(lifespan=compose_lifespans(teams_ehr_lifespan(runtime), host_lifespan))
+    app.router.routes.extend(teams_ehr_routes(runtime, prefix="/ehr", include={"visits", "jwks"}))
 
 Only translation happens here: request → :class:`IncomingRequest`, :class:`WebResponse` →
 ``Response`` (:class:`WebStream` → ``StreamingResponse``, which stops the stream when the client
@@ -13,8 +13,8 @@ disconnects), plus the session cookie (not on Graph's webhook routes).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,18 +24,21 @@ from starlette.routing import Route
 
 from teams_ehr.app import TeamsEhr
 from teams_ehr.attendance.webhook import MAX_BODY_BYTES
+from teams_ehr.errors import UsageError
 from teams_ehr.integrations.routes import (
-    ROUTES,
     SESSION_MAX_AGE,
     IncomingRequest,
     RouteSpec,
     browser_session,
     handle,
+    mounted_routes,
     session_cookie_name,
 )
 from teams_ehr.web import WebResponse, WebStream
 
-__all__ = ["teams_ehr_lifespan", "teams_ehr_routes"]
+__all__ = ["compose_lifespans", "teams_ehr_lifespan", "teams_ehr_routes"]
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
 def teams_ehr_lifespan(
@@ -47,6 +50,32 @@ def teams_ehr_lifespan(
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with runtime:
             yield
+
+    return lifespan
+
+
+def compose_lifespans(*lifespans: Lifespan) -> Lifespan:
+    """One Starlette ``lifespan`` running ``lifespans`` in order at start-up and in reverse
+    order at shutdown, so a host lifespan given after :func:`teams_ehr_lifespan` finds the
+    runtime open and is done before it closes. The state mappings they yield are merged into
+    the lifespan state (``request.state``); a key yielded twice is a :class:`UsageError`."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+        async with AsyncExitStack() as stack:
+            state: dict[str, Any] | None = None
+            for each in lifespans:
+                yielded = await stack.enter_async_context(each(app))
+                if yielded is None:
+                    continue
+                state = {} if state is None else state
+                if clash := sorted(state.keys() & yielded.keys()):
+                    raise UsageError(
+                        f"two lifespans yield the state key(s) {', '.join(clash)}",
+                        reason="lifespan_state_conflict",
+                    )
+                state.update(yielded)
+            yield state
 
     return lifespan
 
@@ -93,9 +122,14 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
         response = _to_starlette(await handle(runtime, incoming))
         if fresh:
             response.set_cookie(
-                cookie, session_id, max_age=SESSION_MAX_AGE, httponly=True, secure=secure,
-                samesite="lax", path="/",
-            )  # fmt: skip
+                cookie,
+                session_id,
+                max_age=SESSION_MAX_AGE,
+                httponly=True,
+                secure=secure,
+                samesite="lax",
+                path="/",
+            )
         return response
 
     return endpoint
@@ -127,11 +161,19 @@ def _to_starlette(result: WebResponse | WebStream) -> Response:
     return response
 
 
-def teams_ehr_routes(runtime: TeamsEhr, *, prefix: str = "") -> list[Route]:
-    """Starlette routes for every :data:`ROUTES` entry, under ``prefix``."""
+def teams_ehr_routes(
+    runtime: TeamsEhr, *, prefix: str = "", include: Collection[str] | None = None
+) -> list[Route]:
+    """Starlette routes for the ``include`` groups (default: all of ``ROUTE_GROUPS``) under
+    ``prefix``; ``app_base_url`` must end with the prefix (see
+    :func:`~teams_ehr.integrations.routes.mounted_routes`)."""
+    mount = mounted_routes(runtime.settings, prefix=prefix, include=include)
     return [
         Route(
-            prefix + spec.path, _endpoint(runtime, spec), methods=list(spec.methods), name=spec.name
+            mount.prefix + spec.path,
+            _endpoint(runtime, spec),
+            methods=list(spec.methods),
+            name=spec.name,
         )
-        for spec in ROUTES
+        for spec in mount.routes
     ]

@@ -1,1 +1,2 @@
-"""Organizations: registry, approval state machine, integration records (SPEC C1, C2)."""
+"""Organizations: registry, approval state machine, integration records, and the admin console
+that manages them (docs/guides/ehr-analyst.md)."""

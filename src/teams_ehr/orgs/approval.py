@@ -1,6 +1,6 @@
 """The approval state machine: one table, and the only code that changes an environment's state.
 
-SPEC C1 and security.md T28 (ASVS 2.3.1 no step skipping, 2.3.5 multi-user approval). Every
+Requirement C1 and threat T28 (ASVS 2.3.1 no step skipping, 2.3.5 multi-user approval). Every
 transition is a row of :data:`TRANSITIONS`; anything else raises
 :class:`~teams_ehr.errors.StateTransitionError` and changes nothing (h11's rule: state machines
 as data, one module owns them)::
@@ -24,9 +24,9 @@ Approval (:func:`apply_approval`) needs all of, in this order:
    organization forbids self-approval, someone other than the last editor;
 3. an :class:`ApprovalProof` of a SMART sign-in against *exactly* the environment's canonical
    FHIR base, recent (``max_proof_age``), whose ``id_token`` issuer is the discovered issuer
-   (T28: "aud == iss, id_token.iss == snapshot.issuer"). The proof holds no tokens: TEC says the
-   EHR sign-in "is only used to validate your FHIR base URL", so the flow that produced it has
-   already discarded them;
+   (threat T28: "aud == iss, id_token.iss == snapshot.issuer"). The proof holds no tokens: the Teams
+   EHR connector docs say the EHR sign-in "is only used to validate your FHIR base URL", so the flow
+   that produced it has already discarded them;
 4. the configuration hash the approver reviewed equals the current hash (no approving a
    configuration that changed underneath).
 """

@@ -1,20 +1,21 @@
-"""Organization configuration: environments, approval state, configuration hash (SPEC C1).
+"""Organization configuration: environments, approval state, configuration hash (requirement C1).
 
 An :class:`Organization` is one Microsoft 365 tenant's healthcare organization with up to two
 :class:`Environment` s (``test`` and ``production``, Epic's non-production and production
-client IDs and keys, smart-epic.md §2.1). Each environment holds the admin-entered
+client IDs and keys, fhir.epic.com/Documentation?docId=oauth2). Each environment holds the
+admin-entered
 :class:`EnvironmentConfig` and its approval state (``draft`` → ``pending_approval`` →
 ``active``, ``suspended``), changed only by :mod:`teams_ehr.orgs.approval`.
 
 :func:`config_hash` is SHA-256 over a canonical JSON of everything that decides where launches
-go and who may approve (security.md T28: "approval is bound to a hash of the config snapshot"):
+go and who may approve (threat T28: "approval is bound to a hash of the config snapshot"):
 the organization id, tenant, approver, self-approval policy, environment name and every
 :class:`EnvironmentConfig` field. An approval records the hash; any edit changes it, so an
 environment edited since its approval never resolves as a launch issuer. The display name is
 cosmetic and outside the hash.
 
 The FHIR base is stored in the one canonical form of :func:`~teams_ehr.smart.canonical.
-canonical_fhir_base` (security.md T02), the same routine launch uses.
+canonical_fhir_base` (threat T02), the same routine launch uses.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _check_app_url(value: str, *, allow_http: bool, name: str) -> str:
 
 
 class EnvironmentConfig(BaseModel):
-    """What the Microsoft 365 admin configures for one environment (TEC "configuration")."""
+    """What the Microsoft 365 admin configures for one environment (the Teams EHR connector's "configuration")."""
 
     model_config = _CONFIG
 
@@ -82,7 +83,8 @@ class EnvironmentConfig(BaseModel):
     epic_client_id: str | None = None
     writer: str = "epic_clinical_note"
     context_tokens: tuple[str, ...] = ("sessionId=%CSN%",)
-    context_link: ContextLinkFormat = DEFAULT_LINK_FORMAT  # A10 format agreed with the Epic TS
+    # Requirement A10 format agreed with the Epic TS
+    context_link: ContextLinkFormat = DEFAULT_LINK_FORMAT
     allow_http: bool = False  # loopback fakes and the demo only; part of the hash
 
     @model_validator(mode="before")
@@ -163,7 +165,7 @@ class Environment(BaseModel):
 
 
 class Organization(BaseModel):
-    """A healthcare organization in one Entra tenant, with its designated approver (C1)."""
+    """A healthcare organization in one Entra tenant, with its designated approver (requirement C1)."""
 
     model_config = _CONFIG
 
@@ -171,7 +173,8 @@ class Organization(BaseModel):
     display_name: str = Field(min_length=1, max_length=200)
     tenant_id: str
     approver_oid: str
-    allow_self_approval: bool = True  # TEC allows admin == approver; the EHR sign-in stays
+    # The Teams EHR connector allows admin == approver; the EHR sign-in stays
+    allow_self_approval: bool = True
     test: Environment | None = None
     production: Environment | None = None
     version: int = Field(default=0, exclude=True)  # the store row version, not stored

@@ -1,13 +1,13 @@
-"""Integration records: what the EHR analyst enters in the EHR after approval (SPEC C2).
+"""Integration records: what the EHR analyst enters in the EHR after approval (requirement C2).
 
 The Microsoft connector shows "integration records for patient and provider launch" once the
 configuration is approved, and the Epic analyst copies them into FDI records: a launch URL plus
 "context tokens" such as ``sessionId=%CSN%`` and ``departmentId=%PERFDEPID;;; ; ;;NONE;%``
-(seed/ehr-connector-en.md; smart-epic.md §2.10). For SMART the EHR also needs the client ID
-(Epic: one for non-production, one for production), the redirect URI (exact match) and the JWKS
-URL of this environment's keys (smart-epic.md §2.1–2.2).
+(learn.microsoft.com/microsoft-365/frontline/ehr-admin-epic). For SMART the EHR also needs the
+client ID (Epic: one for non-production, one for production), the redirect URI (exact match) and the
+JWKS URL of this environment's keys (fhir.epic.com/Documentation?docId=oauth2).
 
-The launch URLs carry the organization id and environment in their path: security.md T27 ("the
+The launch URLs carry the organization id and environment in their path: threat T27 ("the
 launch URL registered in Epic carries an org-scoped opaque ID … at launch both the org ID and the
 ``iss`` must match"). The path templates are parameters so the host decides its routes.
 

@@ -1,14 +1,14 @@
-"""The organization registry over an :class:`~teams_ehr.store.protocol.OrganizationStore` (C1).
+"""The organization registry over an :class:`~teams_ehr.store.protocol.OrganizationStore` (requirement C1).
 
 It persists what :mod:`teams_ehr.orgs.approval` decides, keeps the issuer claims in step, and
-writes an append-only audit entry for every change and every refused approval (security.md T28,
+writes an append-only audit entry for every change and every refused approval (threats T28,
 T32: actor = Entra ``oid`` or ``"system"``, action, detail with ids, states, hashes and reason
 codes — never tokens).
 
 * Optimistic concurrency: every write passes the version it read; a concurrent change raises
   :class:`~teams_ehr.errors.StorageConflictError` and nothing is written.
-* One active organization per canonical FHIR base (T27): approval claims the base in the store
-  *before* saving the active state; a base held by another organization raises
+* One active organization per canonical FHIR base (threat T27): approval claims the base in the
+  store *before* saving the active state; a base held by another organization raises
   ``StorageConflictError`` (reason ``issuer_claimed``). Edits and suspensions release it.
 * :meth:`OrganizationRegistry.resolve_issuer` implements
   :class:`~teams_ehr.smart.launch.IssuerResolver`: a binding is returned only when the
@@ -81,7 +81,7 @@ def _claims(org: Organization) -> dict[EnvironmentName, str]:
 
 
 class OrganizationRegistry:
-    """Create, edit, approve and suspend organizations; resolve launch issuers (C1, A1)."""
+    """Create, edit, approve and suspend organizations; resolve launch issuers (requirements C1, A1)."""
 
     def __init__(
         self,
@@ -138,7 +138,7 @@ class OrganizationRegistry:
     async def approved_snapshot(
         self, org_id: str, environment: EnvironmentName
     ) -> DiscoverySnapshot | None:
-        """The discovery snapshot taken at approval, for launch-time comparison (A2, T03)."""
+        """The discovery snapshot taken at approval, for launch-time comparison (requirement A2, threat T03)."""
         org = await self.get(org_id)
         env = None if org is None else org.environment(environment)
         if org is None or env is None or env.state != "active":
@@ -315,7 +315,7 @@ class OrganizationRegistry:
     async def _refused(
         self, org_id: str, actor: str, environment: EnvironmentName, reason: str
     ) -> None:
-        """A refused approval: an audit entry and one ``security_event`` log record (T32)."""
+        """A refused approval: an audit entry and one ``security_event`` log record (threat T32)."""
         _log.warning(
             "organization %s: approval refused: %s",
             org_id,

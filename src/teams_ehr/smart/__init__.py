@@ -1,1 +1,1 @@
-"""SMART App Launch 2.x, EHR-agnostic (SPEC A1–A9), and the Epic profile (A10)."""
+"""SMART App Launch 2.x, EHR-agnostic (requirements A1–A9), and the Epic profile (requirement A10)."""

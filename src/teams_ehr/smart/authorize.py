@@ -1,14 +1,15 @@
-"""The authorization request and the pending state it leaves behind (SPEC A3).
+"""The authorization request and the pending state it leaves behind (requirement A3).
 
 SMART App Launch 2.x app-launch.md §"Obtain authorization code": ``response_type=code``,
 ``client_id``, ``redirect_uri``, ``scope``, ``state``, ``aud`` (the FHIR base), PKCE
 ``code_challenge`` + ``S256``, ``launch`` on EHR launch only; GET query or POST form (servers SHALL
-support both; Epic supports POST for EHR launch only, Nov 2020+, smart-epic.md §2.2).
-security.md T04: ``state`` is 256 bits from the CSPRNG, single use, TTL ≤ 10 minutes, bound to
-the browser session (only a hash of the session id is kept) and stored server-side keyed by
-:func:`state_key`, never by the state itself. T05: a fresh verifier per request, never sent to
-the browser. T01: ``aud`` is the approved canonical base byte for byte. The OIDC ``nonce`` is
-echoed in the ``id_token`` (Epic does) and checked at the callback.
+support both; Epic supports POST for EHR launch only, Nov 2020+,
+fhir.epic.com/Documentation?docId=oauth2). Threat T04: ``state`` is 256 bits from the CSPRNG, single
+use, TTL ≤ 10 minutes, bound to the browser session (only a hash of the session id is kept) and
+stored server-side keyed by
+:func:`state_key`, never by the state itself. Threat T05: a fresh verifier per request, never sent
+to the browser. Threat T01: ``aud`` is the approved canonical base byte for byte. The OIDC ``nonce``
+is echoed in the ``id_token`` (Epic does) and checked at the callback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from teams_ehr._types import CallerModel, require_aware
 from teams_ehr.errors import ConfigurationError, DiscoveryError
 from teams_ehr.smart.discovery import SmartConfiguration
 from teams_ehr.smart.launch import launch_hash
@@ -47,20 +49,21 @@ AUTO_SUBMIT_SCRIPT = "document.forms[0].submit();"
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT_SCRIPT.encode()).digest()).decode()
 
 
-class SmartClientConfig(BaseModel):
+class SmartClientConfig(CallerModel):
     """Our registration at one EHR environment.
 
     ``scopes`` are validated (v1 and v2 syntax); ``launch`` is added for EHR launches and dropped
     for standalone ones. ``use_post`` sends the authorization request as an auto-submitting form
     when the server advertises ``authorize-post`` (EHR launch only, as at Epic).
     ``epic_client_id_header`` sends ``Epic-Client-ID: <client_id>`` on discovery (harmless
-    elsewhere). ``pending_ttl`` ≤ 10 minutes (T04). ``allow_http`` is for loopback tests only.
-    ``allow_missing_pkce_metadata`` accepts a legacy server that does not advertise
+    elsewhere). ``pending_ttl`` ≤ 10 minutes (threat T04). ``allow_http`` is for loopback tests
+    only. ``allow_missing_pkce_metadata`` accepts a legacy server that does not advertise
     ``code_challenge_methods_supported`` (PKCE S256 is still sent). ``id_token_algorithms``:
-    RS256 by default (Epic signs with RS256 only; SMART servers SHALL support it).
+    RS256 by default (Epic signs with RS256 only; SMART servers SHALL support it). Invalid
+    values raise :class:`~teams_ehr.errors.ConfigurationError` naming the field.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    refusal = ConfigurationError
 
     client_id: str = Field(min_length=1, max_length=256)
     redirect_uri: str
@@ -74,22 +77,19 @@ class SmartClientConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        try:
-            validate_scopes(self.scopes)
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
+        validate_scopes(self.scopes)
         parts = urlsplit(self.redirect_uri)
         if parts.scheme != "https" and not (self.allow_http and parts.scheme == "http"):
-            raise ValueError("redirect_uri must be https")
+            raise ConfigurationError("redirect_uri must be https")
         if not parts.hostname or parts.fragment or parts.username:
-            raise ValueError("redirect_uri must be absolute, without fragment or userinfo")
+            raise ConfigurationError("redirect_uri must be absolute, without fragment or userinfo")
         if not timedelta(0) < self.pending_ttl <= MAX_PENDING_TTL:
-            raise ValueError("pending_ttl must be within (0, 10 minutes]")
+            raise ConfigurationError("pending_ttl must be within (0, 10 minutes]")
         return self
 
 
 def state_key(state: str) -> str:
-    """SHA-256 hex of ``state``: the store's key for a pending authorization (T04)."""
+    """SHA-256 hex of ``state``: the store's key for a pending authorization (threat T04)."""
     return hashlib.sha256(state.encode("utf-8")).hexdigest()
 
 
@@ -198,6 +198,7 @@ def begin_authorization(
     ``issuer`` must be the approved canonical FHIR base: it is sent verbatim as ``aud``.
     ``oidc_issuer``/``jwks_uri`` default to the SMART configuration's ``issuer``/``jwks_uri``.
     """
+    require_aware(now, "now")
     endpoint = smart_configuration.authorization_endpoint
     if not endpoint:
         raise DiscoveryError("no authorization_endpoint", reason="no_authorization_endpoint")

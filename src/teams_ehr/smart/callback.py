@@ -1,19 +1,22 @@
-"""The redirect back from the authorization server (SPEC A4).
+"""The redirect back from the authorization server (requirement A4).
 
 Order of checks (nothing is redeemed until all pass):
 
 1. ``state`` present and well-formed (:func:`extract_state`); the host then takes the pending row
    by :func:`~teams_ehr.smart.authorize.state_key` — a second take returns ``None``, so a reused
-   state is "unknown" (T04).
+   state is "unknown" (threat T04).
 2. pending row exists, its state matches, it belongs to this browser session and is not expired
    → otherwise :class:`StateInvalidError` (SMART app-launch: "SHALL validate the value of the
    state parameter … tied to the user's current session"; RFC 9700 §4.7).
 3. RFC 9207 ``iss``: when present it must equal the authorization server's issuer (the
    discovered ``issuer``, or the FHIR base for servers that have none); when discovery advertised
    ``authorization_response_iss_parameter_supported`` it is required → :class:`MixUpDetectedError`
-   (RFC 9700 §4.4, security.md T03). Checked before ``error`` so a mixed-up error is not trusted.
-4. ``error``/``error_description`` → :class:`OAuthError` (RFC 6749 §4.1.2.1).
-5. ``code`` present, printable ASCII, ≤ 8 KiB (Epic codes can be large JWTs, smart-epic.md §2.2).
+   (RFC 9700 §4.4, threat T03). Checked before ``error`` so a mixed-up error is not trusted.
+4. ``error``/``error_description`` → :class:`OAuthError` (RFC 6749 §4.1.2.1); ``access_denied``,
+   the person declining, → :class:`AuthorizationDeclinedError` (a 4xx "you declined" page, not a
+   server fault). ``error_description`` is kept on the error, never logged or shown.
+5. ``code`` present, printable ASCII, ≤ 8 KiB (Epic codes can be large JWTs,
+   fhir.epic.com/Documentation?docId=oauth2).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from teams_ehr._redact import get_logger
-from teams_ehr.errors import MixUpDetectedError, OAuthError, StateInvalidError
+from teams_ehr._types import require_aware
+from teams_ehr.errors import (
+    AuthorizationDeclinedError,
+    MixUpDetectedError,
+    OAuthError,
+    StateInvalidError,
+)
 from teams_ehr.smart.authorize import PendingAuthorization, session_binding
 
 __all__ = ["MAX_CODE_LENGTH", "MAX_STATE_LENGTH", "extract_state", "parse_callback"]
@@ -50,6 +59,7 @@ def extract_state(params: Mapping[str, str]) -> str:
 def _check_pending(
     state: str, pending: PendingAuthorization | None, *, session_id: str, now: datetime
 ) -> PendingAuthorization:
+    require_aware(now, "now")
     if pending is None:
         raise StateInvalidError("state is unknown or already used", reason="state_unknown")
     if not hmac.compare_digest(state.encode(), pending.state.get_secret_value().encode()):
@@ -85,6 +95,13 @@ def parse_callback(
     checked = _check_pending(state, pending, session_id=session_id, now=now)
     _check_issuer(params, checked)
     error = params.get("error")
+    if error == "access_denied":
+        _log.info("authorization declined by the user", extra={"security_event": "access_denied"})
+        raise AuthorizationDeclinedError(
+            "the user declined the authorization",
+            error=error,
+            description=params.get("error_description"),
+        )
     if error is not None:
         code = error if _ERROR_CODE.match(error) else "invalid_error_code"
         raise OAuthError(

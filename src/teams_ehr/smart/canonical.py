@@ -1,6 +1,6 @@
-"""One canonical form for FHIR base URLs, used at approval time *and* at launch (SPEC A1).
+"""One canonical form for FHIR base URLs, used at approval time *and* at launch (requirement A1).
 
-security.md T02 (ASVS 1.5.3, RFC 9700 §2.1 exact string matching): a lookalike ``iss`` must never
+Threat T02 (ASVS 1.5.3, RFC 9700 §2.1 exact string matching): a lookalike ``iss`` must never
 map to an approved organization, and an approved organization must always be able to launch. So
 there is exactly one routine, :func:`canonical_fhir_base`, and callers compare its output with
 ``==`` (never a prefix or ``in`` test).
@@ -14,8 +14,8 @@ Rules, in order:
 * no userinfo, query or fragment (not even an empty ``?`` or ``#``);
 * host lower-cased and converted to its IDNA 2008 A-label (a Cyrillic ``е`` becomes another
   ``xn--`` host, so it cannot match); no trailing dot; IP literals and ``localhost`` only with
-  ``allow_http=True`` and only for loopback addresses (T01: internal hosts are refused); a host
-  whose last label is a number (``0x7f.1``, ``0x7f000001``) is an IPv4 address to resolvers
+  ``allow_http=True`` and only for loopback addresses (threat T01: internal hosts are refused); a
+  host whose last label is a number (``0x7f.1``, ``0x7f000001``) is an IPv4 address to resolvers
   (WHATWG URL "ends in a number") and is refused like one;
 * the default port (443, or 80 for http) dropped; other ports kept;
 * path case preserved; no ``.``/``..`` or empty segments; one trailing slash trimmed.
@@ -73,7 +73,7 @@ def _canonical_host(raw_host: str, *, allow_http: bool) -> str:
         return _canonical_ip(host, allow_http=allow_http)
     if _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
         # WHATWG URL "ends in a number": resolvers (inet_aton) read 0x7f.1 or 0x7f000001 as an
-        # IPv4 address, so such a host is an IP literal in disguise (T01, T29)
+        # IPv4 address, so such a host is an IP literal in disguise (threats T01, T29)
         raise _refuse("IP literal host")
     try:
         a_label = idna.encode(host).decode("ascii")
@@ -138,8 +138,8 @@ def canonical_fhir_base(url: str, *, allow_http: bool = False) -> str:
     """The canonical form of a FHIR base URL, or :class:`LaunchParameterError`.
 
     Use the result for every comparison, storage key and the ``aud`` parameter (SMART
-    app-launch: ``aud`` is the FHIR base; T01/T02). Results are memoized (bounded LRU; refusals
-    are not cached), since every launch canonicalizes the same few bases several times.
+    app-launch: ``aud`` is the FHIR base; threats T01/T02). Results are memoized (bounded LRU;
+    refusals are not cached), since every launch canonicalizes the same few bases several times.
     """
     if not isinstance(url, str):
         raise _refuse("not a string")

@@ -1,4 +1,4 @@
-"""Client authentication at the token endpoint (SPEC A5, security.md T09/T10).
+"""Client authentication at the token endpoint (requirement A5, threats T09/T10).
 
 * :class:`PrivateKeyJwt`: SMART client-confidential-asymmetric (RFC 7523 §2.2 and §3). Header
   ``alg``, ``kid``, ``typ: JWT`` (+ optional ``jku``, which SHALL equal the registered JWKS URL);
@@ -39,7 +39,7 @@ __all__ = [
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME_SECONDS = 300  # SMART: exp "no more than five minutes in the future"
 MAX_JTI_LENGTH = 151  # Epic
-_NBF_SKEW = timedelta(seconds=30)  # T10: nbf, when sent, is now − 30 s
+_NBF_SKEW = timedelta(seconds=30)  # Threat T10: nbf, when sent, is now − 30 s
 
 
 def _new_jti() -> str:
@@ -186,7 +186,7 @@ def choose_signing_alg(server_algs: Sequence[str] | None, signer_alg: str) -> st
     """Check the signer's alg against ``token_endpoint_auth_signing_alg_values_supported``.
 
     ``None`` means the server did not say, so the signer's alg is used; an empty intersection is a
-    configuration error (T09 ``test_no_common_alg_refused``).
+    configuration error (threat T09 ``test_no_common_alg_refused``).
     """
     if server_algs is None or signer_alg in server_algs:
         return signer_alg

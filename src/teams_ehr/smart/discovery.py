@@ -1,11 +1,11 @@
-"""SMART discovery: ``.well-known/smart-configuration`` with a CapabilityStatement fallback (A2).
+"""SMART discovery: ``.well-known/smart-configuration`` with a CapabilityStatement fallback (requirement A2).
 
 Sources: SMART App Launch 2.x conformance.md (the path is appended to the FHIR base; JSON whatever
 ``Accept`` says; relative URLs from legacy servers resolved against the base; the
 ``oauth-uris`` CapabilityStatement extension is deprecated but Epic still documents it), Epic
-(smart-epic.md §2.1: send ``Epic-Client-ID``, ``/metadata`` needs ``Accept:
-application/fhir+json``, cache the result), security.md T03 (no redirects, https only, size cap,
-compare with the snapshot taken at approval and refuse on mismatch) and T05 (PKCE ``S256`` is
+(fhir.epic.com/Documentation?docId=oauth2: send ``Epic-Client-ID``, ``/metadata`` needs ``Accept:
+application/fhir+json``, cache the result), threat T03 (no redirects, https only, size cap,
+compare with the snapshot taken at approval and refuse on mismatch) and threat T05 (PKCE ``S256`` is
 required; a ``plain``-only server is refused).
 
 Legacy servers that omit ``code_challenge_methods_supported`` (the field is REQUIRED since SMART
@@ -21,17 +21,15 @@ costs one request.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from teams_ehr._http import run_async, run_sync, with_max_bytes
+from teams_ehr._concurrency import KeyedLocks, KeyedThreadLocks
 from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import (
     DiscoveryError,
@@ -39,6 +37,7 @@ from teams_ehr.errors import (
     MetadataMismatchError,
     PkceUnsupportedError,
 )
+from teams_ehr.sansio import run_async, run_sync, with_max_bytes
 from teams_ehr.smart.canonical import canonical_fhir_base
 
 __all__ = [
@@ -102,7 +101,7 @@ class SmartConfiguration(BaseModel):
 
 
 class DiscoverySnapshot(BaseModel):
-    """The endpoints approved for an organization environment (security.md T03)."""
+    """The endpoints approved for an organization environment (threat T03)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -126,7 +125,7 @@ def compare_snapshot(
 ) -> None:
     """Raise :class:`MetadataMismatchError` naming the fields that differ from the approval.
 
-    Never updates the snapshot: a change needs a new approval (T03).
+    Never updates the snapshot: a change needs a new approval (threat T03).
     """
     now = current if isinstance(current, DiscoverySnapshot) else DiscoverySnapshot.of(current)
     changed = [
@@ -139,7 +138,7 @@ def compare_snapshot(
 
 
 def require_pkce_s256(configuration: SmartConfiguration, *, allow_missing: bool = False) -> None:
-    """Refuse a server that does not advertise PKCE ``S256`` (T05); see the module docstring."""
+    """Refuse a server that does not advertise PKCE ``S256`` (threat T05); see the module docstring."""
     methods = configuration.code_challenge_methods_supported
     if methods is None:
         if allow_missing:
@@ -152,17 +151,29 @@ def require_pkce_s256(configuration: SmartConfiguration, *, allow_missing: bool 
 
 
 def _check_url(value: str, *, base: str, allow_http: bool, name: str) -> str:
-    url = urljoin(base + "/", value)
-    parts = urlsplit(url)
+    try:
+        url = urljoin(base + "/", value)
+        parts = urlsplit(url)
+    except ValueError:  # urllib refuses it outright, e.g. "https://[x" (an unclosed IPv6 host)
+        raise DiscoveryError(
+            f"{name} is not a usable absolute URL", reason="bad_endpoint"
+        ) from None
     if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
         raise DiscoveryError(f"{name} is not an https URL", reason="insecure_endpoint")
     if not parts.hostname or parts.username or parts.password or parts.fragment:
         raise DiscoveryError(f"{name} is not a usable absolute URL", reason="bad_endpoint")
-    try:  # the host rules of the FHIR base: no IP literal, localhost or numeric host (T29)
+    try:  # the host rules of the FHIR base: no IP literal, localhost or numeric host (threat T29)
         canonical_fhir_base(f"{parts.scheme}://{parts.netloc}", allow_http=allow_http)
     except LaunchParameterError:
         raise DiscoveryError(f"{name} is on an internal host", reason="internal_endpoint") from None
     return url
+
+
+def _has_scheme(url: str) -> bool:
+    try:
+        return urlsplit(url).scheme != ""
+    except ValueError:
+        return False
 
 
 def _normalize(raw: dict[str, Any], *, base: str, allow_http: bool) -> SmartConfiguration:
@@ -174,7 +185,7 @@ def _normalize(raw: dict[str, Any], *, base: str, allow_http: bool) -> SmartConf
                 raise DiscoveryError(f"{name} is not a string", reason="bad_endpoint")
             data[name] = _check_url(value, base=base, allow_http=allow_http, name=name)
     issuer = data.get("issuer")
-    if issuer is not None and (not isinstance(issuer, str) or urlsplit(issuer).scheme == ""):
+    if issuer is not None and (not isinstance(issuer, str) or not _has_scheme(issuer)):
         raise DiscoveryError("issuer is not an absolute URL", reason="bad_endpoint")
     if not data.get("token_endpoint"):
         raise DiscoveryError(
@@ -191,7 +202,7 @@ def _normalize(raw: dict[str, Any], *, base: str, allow_http: bool) -> SmartConf
 def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise DiscoveryError(f"{what} is not JSON", reason="invalid_configuration") from None
     if not isinstance(data, dict):
         raise DiscoveryError(f"{what} is not a JSON object", reason="invalid_configuration")
@@ -213,16 +224,21 @@ def _check_status(response: httpx.Response, what: str) -> None:
         )
 
 
+def _items(value: Any) -> list[Any]:
+    """A JSON array as a list; anything else (a peer's mistake) as no items."""
+    return value if isinstance(value, list) else []
+
+
 def _oauth_uris(capability: dict[str, Any]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for rest in capability.get("rest") or ():
+    for rest in _items(capability.get("rest")):
         security = rest.get("security") if isinstance(rest, dict) else None
         if not isinstance(security, dict):
             continue
-        for extension in security.get("extension") or ():
+        for extension in _items(security.get("extension")):
             if not isinstance(extension, dict) or extension.get("url") != OAUTH_URIS:
                 continue
-            for inner in extension.get("extension") or ():
+            for inner in _items(extension.get("extension")):
                 if not isinstance(inner, dict):
                     continue
                 name = _OAUTH_URI_NAMES.get(str(inner.get("url")))
@@ -279,8 +295,9 @@ def openid_configuration_flow(
     """``GET {base}/.well-known/openid-configuration``: the OIDC issuer and its ``jwks_uri``.
 
     SMART app-launch §"fhirUser": used when the SMART configuration omits ``issuer`` or
-    ``jwks_uri``; Epic serves it under the R4 base since Aug 2021 (smart-epic.md §2.4). Epic's
-    OIDC issuer differs from the FHIR base, so the issuer is taken from here, never guessed.
+    ``jwks_uri``; Epic serves it under the R4 base since Aug 2021
+    (fhir.epic.com/Documentation?docId=oauth2). Epic's OIDC issuer differs from the FHIR base, so
+    the issuer is taken from here, never guessed.
     """
     root = canonical_fhir_base(base, allow_http=allow_http)
     headers = {"Accept": "application/json"}
@@ -326,9 +343,8 @@ class DiscoveryCache:
         self._allow_http = allow_http
         self._allow_missing_pkce = allow_missing_pkce_metadata
         self._entries: dict[tuple[str, str | None], _Entry] = {}
-        self._async_locks: dict[tuple[str, str | None], anyio.Lock] = {}
-        self._thread_locks: dict[tuple[str, str | None], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._async_locks = KeyedLocks()
+        self._thread_locks = KeyedThreadLocks()
 
     def _fresh(self, key: tuple[str, str | None]) -> SmartConfiguration | None:
         entry = self._entries.get(key)
@@ -357,8 +373,7 @@ class DiscoveryCache:
         cached = self._fresh(key)
         if cached is not None:
             return cached
-        lock = self._async_locks.get(key) or self._async_locks.setdefault(key, anyio.Lock())
-        async with lock:
+        async with self._async_locks.hold(key):
             cached = self._fresh(key)
             if cached is None:
                 cached = await run_async(self._flow(key[0], epic_client_id), client)
@@ -372,9 +387,7 @@ class DiscoveryCache:
         cached = self._fresh(key)
         if cached is not None:
             return cached
-        with self._guard:
-            lock = self._thread_locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._thread_locks.hold(key):
             cached = self._fresh(key)
             if cached is None:
                 cached = run_sync(self._flow(key[0], epic_client_id), client)

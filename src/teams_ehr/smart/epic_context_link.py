@@ -1,6 +1,6 @@
-"""Epic context-aware linking: the AES-CBC encrypted visit context of telehealth links (SPEC A10).
+"""Epic context-aware linking: the AES-CBC encrypted visit context of telehealth links (requirement A10).
 
-What is confirmed (smart-epic.md §2.10 and the vendor pages it cites):
+What is confirmed (the vendor pages cited below):
 
 * Epic telehealth ("Context-Aware Linking", CAL) puts the visit context in an encrypted query
   string built from FDI "context tokens" such as ``sessionId=%CSN%`` (Microsoft's connector
@@ -28,7 +28,7 @@ Security notes. CBC has no integrity: a modified ciphertext decrypts to garbage 
 prefixed IV, a chosen first block). We therefore refuse anything that is not strict UTF-8 without
 control characters, parses as a strict query string, and carries well-formed identifiers and a
 fresh timestamp; the patient still lands in the Teams lobby, where the clinician admits them (the
-lobby is the authorization control, security.md T20). Every failure raises
+lobby is the authorization control, threat T20). Every failure raises
 :class:`~teams_ehr.errors.ContextLinkError` with a specific ``reason``; integrations must answer
 all of them with one generic body, or the reasons become a padding oracle. Replays are refused
 through :class:`~teams_ehr.store.protocol.NonceStore` keyed by a keyed hash of the plaintext, so no

@@ -1,14 +1,15 @@
 """The composed SMART launch: discovery → authorize → callback → token → id_token → context.
 
-SMART App Launch 2.x app-launch.md, end to end, as sans-IO flows (DESIGN.md rule 3):
+SMART App Launch 2.x app-launch.md, end to end, as sans-IO flows (design rule 3):
 
-* :func:`provider_launch_flow` (EHR launch, SPEC A1–A3) and :func:`standalone_launch_flow`
-  (approval sign-in) discover the server, compare it with the approval snapshot (T03), fetch
+* :func:`provider_launch_flow` (EHR launch, requirements A1–A3) and :func:`standalone_launch_flow`
+  (approval sign-in) discover the server, compare it with the approval snapshot (threat T03), fetch
   ``openid-configuration`` when the SMART configuration lacks ``issuer``/``jwks_uri`` (Epic's OIDC
-  issuer ≠ its FHIR base, smart-epic.md §2.4) and return the redirect + the pending state;
-* :func:`complete_launch_flow` (A4, A5, A7, A6) checks the callback, redeems the code with the
-  caller's :class:`~teams_ehr.smart.client_auth.ClientAuthentication` (a fresh assertion per
-  attempt), verifies the ``id_token`` (RS256 by default, ``iss`` = the OIDC issuer, ``aud`` =
+  issuer ≠ its FHIR base, fhir.epic.com/Documentation?docId=oauth2) and return the redirect + the
+  pending state;
+* :func:`complete_launch_flow` (requirements A4, A5, A7, A6) checks the callback, redeems the code
+  with the caller's :class:`~teams_ehr.smart.client_auth.ClientAuthentication` (a fresh assertion
+  per attempt), verifies the ``id_token`` (RS256 by default, ``iss`` = the OIDC issuer, ``aud`` =
   client id, keys only from the discovered ``jwks_uri``, ``nonce`` echoed) and builds the
   :class:`~teams_ehr.smart.context.LaunchContext`.
 
@@ -27,9 +28,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from teams_ehr._http import run_async, run_sync
 from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import ConfigurationError, TokenInvalidError
+from teams_ehr.sansio import run_async, run_sync
 from teams_ehr.smart.authorize import (
     AuthorizationRedirect,
     PendingAuthorization,
@@ -98,10 +99,14 @@ def authorize_flow(
     launch: str | None,
     session_id: str,
     now: datetime,
-    approved: DiscoverySnapshot | None,
+    approved: DiscoverySnapshot | None = None,
     scopes: Sequence[str] | None = None,
 ) -> Flow[LaunchStart]:
-    """From a discovered configuration to the redirect (yields only for openid-configuration)."""
+    """From a discovered configuration to the redirect (yields only for openid-configuration).
+
+    ``approved``, when given, must match ``smart`` (:class:`~teams_ehr.errors.MetadataMismatchError`
+    otherwise); ``None`` skips the comparison.
+    """
     issuer = canonical_fhir_base(issuer, allow_http=config.allow_http)  # sent verbatim as aud
     if approved is not None:
         compare_snapshot(smart, approved)
@@ -113,9 +118,17 @@ def authorize_flow(
         )
         oidc_issuer, jwks_uri = oidc.issuer, oidc.jwks_uri
     return begin_authorization(
-        config, smart, issuer=issuer, org_id=org_id, launch=launch, session_id=session_id,
-        now=now, scopes=chosen, oidc_issuer=oidc_issuer, jwks_uri=jwks_uri,
-    )  # fmt: skip
+        config,
+        smart,
+        issuer=issuer,
+        org_id=org_id,
+        launch=launch,
+        session_id=session_id,
+        now=now,
+        scopes=chosen,
+        oidc_issuer=oidc_issuer,
+        jwks_uri=jwks_uri,
+    )
 
 
 def _discover(config: SmartClientConfig, base: str) -> Flow[SmartConfiguration]:
@@ -134,7 +147,7 @@ def provider_launch_flow(
     *,
     session_id: str,
     now: datetime,
-    approved: DiscoverySnapshot | None,
+    approved: DiscoverySnapshot | None = None,
     scopes: Sequence[str] | None = None,
 ) -> Flow[LaunchStart]:
     """EHR launch, after :func:`~teams_ehr.smart.launch.admit_launch` admitted ``request``."""
@@ -143,11 +156,17 @@ def provider_launch_flow(
     smart = yield from _discover(config, binding.canonical_base)
     return (
         yield from authorize_flow(
-            config, smart, issuer=binding.canonical_base, org_id=binding.org_id,
-            launch=request.launch, session_id=session_id, now=now, approved=approved,
+            config,
+            smart,
+            issuer=binding.canonical_base,
+            org_id=binding.org_id,
+            launch=request.launch,
+            session_id=session_id,
+            now=now,
+            approved=approved,
             scopes=scopes,
         )
-    )  # fmt: skip
+    )
 
 
 def standalone_launch_flow(
@@ -164,10 +183,17 @@ def standalone_launch_flow(
     smart = yield from _discover(config, fhir_base)
     return (
         yield from authorize_flow(
-            config, smart, issuer=fhir_base, org_id=org_id, launch=None,
-            session_id=session_id, now=now, approved=approved, scopes=scopes,
+            config,
+            smart,
+            issuer=fhir_base,
+            org_id=org_id,
+            launch=None,
+            session_id=session_id,
+            now=now,
+            approved=approved,
+            scopes=scopes,
         )
-    )  # fmt: skip
+    )
 
 
 def redeem_flow(
@@ -179,7 +205,7 @@ def redeem_flow(
     clock: Clock = utc_now,
     max_attempts: int = 3,
 ) -> Flow[TokenResponse]:
-    """Check the callback (nothing is sent unless it passes) and redeem the code (A4, A5)."""
+    """Check the callback (nothing is sent unless it passes) and redeem the code (requirements A4, A5)."""
     code = parse_callback(params, pending, session_id=session_id, now=clock())
     if pending is None:  # pragma: no cover - parse_callback refused already
         raise TokenInvalidError("no pending authorization")
@@ -297,17 +323,28 @@ class _LaunchClientBase:
         scopes: Sequence[str] | None,
     ) -> Flow[LaunchStart]:
         return authorize_flow(
-            self.config, smart, issuer=base, org_id=org_id, launch=launch, session_id=session_id,
-            now=self._clock(), approved=approved, scopes=scopes,
-        )  # fmt: skip
+            self.config,
+            smart,
+            issuer=base,
+            org_id=org_id,
+            launch=launch,
+            session_id=session_id,
+            now=self._clock(),
+            approved=approved,
+            scopes=scopes,
+        )
 
     def _redeem(
         self, pending: PendingAuthorization | None, params: Mapping[str, str], session_id: str
     ) -> Flow[TokenResponse]:
         return redeem_flow(
-            pending, params, self._auth, session_id=session_id, clock=self._clock,
+            pending,
+            params,
+            self._auth,
+            session_id=session_id,
+            clock=self._clock,
             max_attempts=self._max_attempts,
-        )  # fmt: skip
+        )
 
     def _checked(
         self, pending: PendingAuthorization | None
@@ -346,11 +383,19 @@ class SmartLaunchClient(_LaunchClientBase):
         *,
         launch: str | None,
         session_id: str,
-        approved: DiscoverySnapshot | None,
+        approved: DiscoverySnapshot | None = None,
         scopes: Sequence[str] | None = None,
     ) -> LaunchStart:
-        """EHR launch when ``launch`` is given (``base`` = the admitted canonical ``iss``), else
-        standalone. Returns the redirect and the pending state for the caller to store."""
+        """Discover ``base`` and build the authorization redirect (SMART App Launch §"Obtain
+        authorization code").
+
+        EHR launch when ``launch`` is given (``base`` = the admitted canonical ``iss``), else
+        standalone. ``approved`` is the :class:`~teams_ehr.smart.discovery.DiscoverySnapshot`
+        taken when the organization was approved (``DiscoverySnapshot.of(configuration)``): when
+        given, the freshly fetched configuration must still match it, else
+        :class:`~teams_ehr.errors.MetadataMismatchError`; when ``None`` (the default) the fetched
+        configuration is used as it is. Returns the redirect and the pending state for the caller
+        to store (see docs/primitives/oauth-client.md)."""
         client_id = _epic_client_id(self.config)
         smart = self._discovery.get_sync(self._http, base, epic_client_id=client_id)
         flow = self._authorize(smart, base, org_id, launch, session_id, approved, scopes)
@@ -361,9 +406,15 @@ class SmartLaunchClient(_LaunchClientBase):
     ) -> LaunchResult:
         """Callback → token → verified id_token → context; ``pending`` was taken by state."""
         flow = complete_launch_flow(
-            self.config, pending, params, auth=self._auth, jwks=self._jwks,
-            session_id=session_id, clock=self._clock, max_attempts=self._max_attempts,
-        )  # fmt: skip
+            self.config,
+            pending,
+            params,
+            auth=self._auth,
+            jwks=self._jwks,
+            session_id=session_id,
+            clock=self._clock,
+            max_attempts=self._max_attempts,
+        )
         return run_sync(flow, self._http)
 
 
@@ -396,7 +447,7 @@ class AsyncSmartLaunchClient(_LaunchClientBase):
         *,
         launch: str | None,
         session_id: str,
-        approved: DiscoverySnapshot | None,
+        approved: DiscoverySnapshot | None = None,
         scopes: Sequence[str] | None = None,
     ) -> LaunchStart:
         """See :meth:`SmartLaunchClient.start_launch`."""

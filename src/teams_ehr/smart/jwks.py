@@ -1,7 +1,7 @@
-"""A JWKS cache for verifying inbound JWTs (SPEC A7, security.md T12).
+"""A JWKS cache for verifying inbound JWTs (requirement A7, threat T12).
 
-Rules, each from T12 (PyJWT's ``PyJWKClient`` refetches on every unknown ``kid``, blocks the event
-loop and forgets its keys when a fetch fails, so it is not used):
+Rules, each from threat T12 (PyJWT's ``PyJWKClient`` refetches on every unknown ``kid``, blocks the
+event loop and forgets its keys when a fetch fails, so it is not used):
 
 * keys only from the ``jwks_uri`` the caller pinned (discovered and snapshotted), https only
   (``allow_http`` is for loopback tests), never redirected, body ≤ 64 KiB;
@@ -20,20 +20,19 @@ loop and forgets its keys when a fetch fails, so it is not used):
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 import httpx
 import jwt
 
-from teams_ehr._http import run_async, run_sync, with_max_bytes
+from teams_ehr._concurrency import KeyedLocks, KeyedThreadLocks
 from teams_ehr._redact import get_logger, redact_url
 from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import ConfigurationError, RemoteError, TokenInvalidError, TransportError
+from teams_ehr.sansio import run_async, run_sync, with_max_bytes
 
 __all__ = ["JWKS_UNAVAILABLE", "JwksCache", "kty_for_alg"]
 
@@ -95,9 +94,8 @@ class JwksCache:
         self._max_bytes = max_bytes
         self._allow_http = allow_http
         self._states: dict[str, _UriState] = {}
-        self._async_locks: dict[str, anyio.Lock] = {}
-        self._sync_locks: dict[str, threading.Lock] = {}
-        self._sync_guard = threading.Lock()
+        self._async_locks = KeyedLocks()
+        self._sync_locks = KeyedThreadLocks()
 
     # -- sans-IO core ---------------------------------------------------------------------------
 
@@ -148,17 +146,16 @@ class JwksCache:
         except StopIteration as hit:
             return hit.value  # type: ignore[no-any-return]
         probe.close()
-        lock = self._async_locks.setdefault(jwks_uri, anyio.Lock())
-        async with lock:  # the first caller fetches; the others re-check the cache
+        async with self._async_locks.hold(
+            jwks_uri
+        ):  # the first caller fetches; the others re-check the cache
             return await run_async(self.key_flow(jwks_uri, kid, alg), client)
 
     def get_key_sync(
         self, client: httpx.Client, jwks_uri: str, kid: str | None, alg: str
     ) -> jwt.PyJWK:
         """:meth:`key_flow` on a synchronous client; threads share one fetch per ``jwks_uri``."""
-        with self._sync_guard:
-            lock = self._sync_locks.setdefault(jwks_uri, threading.Lock())
-        with lock:
+        with self._sync_locks.hold(jwks_uri):
             return run_sync(self.key_flow(jwks_uri, kid, alg), client)
 
     # -- internals ------------------------------------------------------------------------------
@@ -173,7 +170,7 @@ class JwksCache:
             raise _FetchFailedError(f"status {response.status_code}")
         try:
             document = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _FetchFailedError("not JSON") from None
         keys = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(keys, list):
@@ -193,8 +190,10 @@ class JwksCache:
             return self._min_ttl
         for directive in directives:
             name, _, value = directive.partition("=")
-            if name == "max-age" and value.strip().isdigit():
-                seconds = timedelta(seconds=int(value.strip()))
+            digits = value.strip()
+            if name == "max-age" and digits.isascii() and digits.isdigit():
+                # more than 9 digits is over 31 years: past any max_ttl (and past timedelta)
+                seconds = self._max_ttl if len(digits) > 9 else timedelta(seconds=int(digits))
                 return min(max(seconds, self._min_ttl), self._max_ttl)
         return self._min_ttl
 

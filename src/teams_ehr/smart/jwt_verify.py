@@ -1,4 +1,4 @@
-"""Verification of inbound JWTs: Epic ``id_token``, Graph validation tokens (SPEC A7, T11).
+"""Verification of inbound JWTs: Epic ``id_token``, Graph validation tokens (requirement A7, threat T11).
 
 Each kind of token has its own :class:`JwtProfile` (RFC 8725 §3.12: mutually exclusive
 validation rules), with
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,7 @@ from typing import Any
 import httpx
 import jwt
 
-from teams_ehr._types import Flow
+from teams_ehr._types import Flow, require_aware
 from teams_ehr.errors import ConfigurationError, TokenInvalidError
 from teams_ehr.smart.jwks import JwksCache, kty_for_alg
 
@@ -126,7 +127,13 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid("malformed")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float range (JSON numbers are unbounded)
+        raise _invalid("malformed") from None
+    if not math.isfinite(number):  # NaN/Infinity (Python's json reads them): never "not expired"
+        raise _invalid("malformed")
+    return number
 
 
 def _verified_claims(
@@ -175,6 +182,7 @@ def verify_jwt_flow(
     token: str, profile: JwtProfile, jwks: JwksCache, jwks_uri: str, *, now: datetime
 ) -> Flow[dict[str, Any]]:
     """Verify ``token`` against ``profile``; yields a JWKS GET only when the cache needs one."""
+    require_aware(now, "now")
     kid, alg = _checked_header(token, profile)
     key = yield from jwks.key_flow(jwks_uri, kid, alg)
     return _verified_claims(token, key, alg, profile, now)
@@ -190,6 +198,7 @@ async def verify_jwt(
     now: datetime,
 ) -> dict[str, Any]:
     """Verify ``token``; concurrent verifications share one JWKS fetch (single-flight)."""
+    require_aware(now, "now")
     kid, alg = _checked_header(token, profile)
     key = await jwks.get_key(client, jwks_uri, kid, alg)
     return _verified_claims(token, key, alg, profile, now)
@@ -205,6 +214,7 @@ def verify_jwt_sync(
     now: datetime,
 ) -> dict[str, Any]:
     """Verify ``token`` on a synchronous client (threads share one JWKS fetch)."""
+    require_aware(now, "now")
     kid, alg = _checked_header(token, profile)
     key = jwks.get_key_sync(client, jwks_uri, kid, alg)
     return _verified_claims(token, key, alg, profile, now)

@@ -1,10 +1,10 @@
-"""The inbound EHR launch: parse ``iss``/``launch`` and admit only approved issuers (SPEC A1).
+"""The inbound EHR launch: parse ``iss``/``launch`` and admit only approved issuers (requirement A1).
 
 SMART App Launch 2.x §"EHR launch" (app-launch.md): the EHR opens the app's launch URL with ``iss``
 (the FHIR base) and ``launch`` (an opaque handle echoed back at ``/authorize``), by GET query or
-POST form. security.md T01: an ``iss`` that is not the canonical base of an approved, active
-organization environment is refused *before any network I/O*. T06: ``launch`` is capped at 2 KB
-of printable ASCII, passed through verbatim, never logged, and only its hash is remembered.
+POST form. Threat T01: an ``iss`` that is not the canonical base of an approved, active
+organization environment is refused *before any network I/O*. Threat T06: ``launch`` is capped at 2
+KB of printable ASCII, passed through verbatim, never logged, and only its hash is remembered.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def parse_launch_request(params: Mapping[str, str], *, allow_http: bool = False)
 
 
 def launch_hash(launch: str) -> str:
-    """SHA-256 hex of a ``launch`` value: the only form that is stored (replay guard, T06)."""
+    """SHA-256 hex of a ``launch`` value: the only form that is stored (replay guard, threat T06)."""
     return hashlib.sha256(launch.encode("utf-8")).hexdigest()
 
 
@@ -115,7 +115,7 @@ async def admit_launch(
 ) -> tuple[LaunchRequest, IssuerBinding]:
     """Admit a launch whose ``iss`` is approved; :class:`UntrustedIssuerError` otherwise.
 
-    No HTTP request is made here: discovery happens only after this returns (T01).
+    No HTTP request is made here: discovery happens only after this returns (threat T01).
     """
     binding = await resolver.resolve_issuer(request.iss)
     if binding is None or binding.canonical_base != request.iss:

@@ -1,4 +1,4 @@
-"""SMART scopes, v1 and v2 syntax (SMART App Launch 2.x scopes-and-launch-context.md; SPEC A3).
+"""SMART scopes, v1 and v2 syntax (SMART App Launch 2.x scopes-and-launch-context.md; requirement A3).
 
 Grammar of a resource scope: ``(patient|user|system)/(Type|*).<permissions>[?query]`` where the
 permissions are either v2 letters — a non-empty subset of ``cruds`` *in that order* — or a v1
@@ -8,7 +8,8 @@ suffix ``read`` (= ``rs``), ``write`` (= ``cud``) or ``*`` (= ``cruds``). Other 
 
 Requested scopes are validated strictly (:func:`validate_scopes`); granted scopes are parsed
 tolerantly (:func:`parse_granted_scopes`) because Epic returns bare API names
-(``Patient.read``) and case variants (``user/Binary.Read``) (smart-epic.md §2.8).
+(``Patient.read``) and case variants (``user/Binary.Read``)
+(fhir.epic.com/Documentation?docId=oauth2).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Token requests, the token response, backend-services tokens and refresh (SPEC A5, A8).
+"""Token requests, the token response, backend-services tokens and refresh (requirements A5, A8).
 
 Sources: SMART App Launch 2.2 app-launch §"Obtain access token" and §"Refresh", backend-services,
-RFC 6749 §5.1/§5.2; security.md T09 (fresh assertion per attempt), T15 (refresh single-flight).
+RFC 6749 §5.1/§5.2; threat T09 (fresh assertion per attempt), threat T15 (refresh single-flight).
 
 Retries. A flow cannot sleep, so :func:`token_request_flow` marks a retry request with the wait
-(``_http.with_delay``) and :func:`request_token` / :func:`request_token_sync` sleep before sending
-it. Each attempt carries a new client assertion. What is retried:
+(:func:`teams_ehr.sansio.with_delay`) and :func:`request_token` / :func:`request_token_sync` sleep
+before sending it. Each attempt carries a new client assertion. What is retried:
 
 * ``client_credentials`` (nothing single-use is spent): 429, 502, 503, 504 and network failures;
 * ``authorization_code`` and ``refresh_token`` (the code and a rotating refresh token are
@@ -15,7 +15,8 @@ it. Each attempt carries a new client assertion. What is retried:
 ``Retry-After`` (seconds or HTTP date) is honoured up to ``max_retry_after_seconds`` (≤ 60 s, as
 the assertion is signed before the wait and must still be valid when sent); a longer wait ends the
 attempts. Without it the wait is ``backoff_seconds × 2^(attempt−1)``. Driven by the plain
-``_http.run_*`` drivers the flow still works, but retries immediately and network failures end it.
+:mod:`teams_ehr.sansio` drivers the flow still works, but retries immediately and network failures
+end it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -33,14 +33,16 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from teams_ehr._http import run_async, run_sync, with_delay, with_max_bytes
+from teams_ehr._concurrency import KeyedLocks, SingleFlight
 from teams_ehr._redact import get_logger, redact_url
-from teams_ehr._types import Clock, Flow
+from teams_ehr._types import Clock, Flow, utc_now
 from teams_ehr.errors import ConfigurationError, OAuthError, TransportError, UsageError
+from teams_ehr.sansio import run_async, run_sync, with_delay, with_max_bytes
 from teams_ehr.smart.client_auth import ClientAuthentication
 
 __all__ = [
     "BackendServicesTokenSource",
+    "BackendTokenSources",
     "RefreshCoordinator",
     "TokenResponse",
     "authorization_code_form",
@@ -130,7 +132,7 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -143,7 +145,7 @@ def _oauth_error(response: httpx.Response) -> OAuthError:
     status = response.status_code
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
@@ -159,7 +161,7 @@ def _oauth_error(response: httpx.Response) -> OAuthError:
 def _token_response(response: httpx.Response) -> TokenResponse:
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise OAuthError(error="invalid_response", status_code=response.status_code) from None
     if isinstance(body, dict) and "access_token" not in body and "error" in body:
         raise _oauth_error(response)
@@ -257,8 +259,11 @@ def request_token_sync(
 class BackendServicesTokenSource:
     """A SMART Backend Services access token, cached until shortly before it expires.
 
-    Concurrent callers share one token request (single-flight). Call :meth:`invalidate` after a
-    FHIR server answered 401 with this token.
+    Like :class:`~teams_ehr.teams.credentials.ClientCredentialsProvider`, it takes its client as
+    ``http=`` and its clock as ``clock=`` (default :func:`~teams_ehr._types.utc_now`) at
+    construction; ``get_token(client)`` may still name another client for one call. Concurrent
+    callers share one token request (single-flight). Call :meth:`invalidate` after a FHIR server
+    answered 401 with this token.
     """
 
     def __init__(
@@ -267,7 +272,8 @@ class BackendServicesTokenSource:
         auth: ClientAuthentication,
         scopes: Sequence[str],
         *,
-        clock: Clock,
+        http: httpx.AsyncClient | None = None,
+        clock: Clock = utc_now,
         refresh_margin_seconds: int = 60,
         default_lifetime_seconds: int = 300,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -275,6 +281,7 @@ class BackendServicesTokenSource:
         self._endpoint = token_endpoint
         self._auth = auth
         self._form = client_credentials_form(scopes)
+        self._http = http
         self._clock = clock
         self._margin = timedelta(seconds=refresh_margin_seconds)
         self._default_lifetime = timedelta(seconds=default_lifetime_seconds)
@@ -294,10 +301,16 @@ class BackendServicesTokenSource:
             return self._token
         return None
 
-    async def get_token(self, client: httpx.AsyncClient) -> SecretStr:
-        """A valid access token, requesting a new one only when needed."""
+    async def get_token(self, client: httpx.AsyncClient | None = None) -> SecretStr:
+        """A valid access token, requesting a new one only when needed.
+
+        The request goes through ``client`` if given, else the ``http`` client of the constructor.
+        """
         if (token := self._fresh()) is not None:
             return token
+        http = client or self._http
+        if http is None:
+            raise UsageError("no HTTP client: pass http= or a client")
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
@@ -305,7 +318,7 @@ class BackendServicesTokenSource:
                 return token
             issued_at = self._clock()
             response = await request_token(
-                client, self._endpoint, self._form, self._auth, clock=self._clock, sleep=self._sleep
+                http, self._endpoint, self._form, self._auth, clock=self._clock, sleep=self._sleep
             )
             lifetime = (
                 timedelta(seconds=response.expires_in)
@@ -324,52 +337,94 @@ class BackendServicesTokenSource:
         return f"<BackendServicesTokenSource endpoint={redact_url(self._endpoint)}>"
 
 
-@dataclass
-class _Refresh:
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: TokenResponse | None = None
-    error: BaseException | None = None
+class BackendTokenSources:
+    """One :class:`BackendServicesTokenSource` per key (e.g. an organization's environment).
+
+    ``create`` (which may await, e.g. to read the organization's approved token endpoint) runs
+    once per key: concurrent first callers wait for it and then share the new source, so they
+    share its single token request too. Without this, each caller arriving while ``create``
+    awaits would build its own source and request its own token.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[Hashable, BackendServicesTokenSource] = {}
+        self._locks = KeyedLocks()
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    async def get(
+        self, key: Hashable, create: Callable[[], Awaitable[BackendServicesTokenSource]]
+    ) -> BackendServicesTokenSource:
+        """The source for ``key``, made with ``create`` the first time (single-flight)."""
+        if (source := self._sources.get(key)) is not None:
+            return source
+        async with self._locks.hold(key):
+            if (source := self._sources.get(key)) is None:
+                source = self._sources[key] = await create()
+            return source
+
+    def forget(self, key: Hashable) -> None:
+        """Drop the source of ``key`` (its organization's configuration changed or was removed)."""
+        self._sources.pop(key, None)
+
+    def __repr__(self) -> str:
+        return f"<BackendTokenSources keys={len(self._sources)}>"
 
 
 class RefreshCoordinator:
-    """Single-flight refresh per grant; the rotated refresh token is persisted before use (T15).
+    """Single-flight refresh per grant; the rotated refresh token is persisted before use (threat T15).
 
-    ``persist`` receives the new :class:`TokenResponse` (with the rotated ``refresh_token`` when the
-    server rotated it) and must store it durably; only then is the response returned. The POST and
-    ``persist`` are shielded from cancellation: once a single-use refresh token is spent, losing its
-    replacement would kill the grant. If ``persist`` fails the error propagates and the new tokens
-    are never used; the grant must be re-launched. ``invalid_grant`` surfaces as an
+    SMART App Launch §"Refresh access token", RFC 6749 §6. One coordinator serves one token
+    endpoint and client authentication; like :class:`BackendServicesTokenSource` it takes its
+    client as ``http=`` and its clock as ``clock=``. ``persist`` receives the new
+    :class:`TokenResponse` (with the rotated ``refresh_token`` when the server rotated it) and must
+    store it durably; only then is the response returned. The POST and ``persist`` are shielded
+    from cancellation: once a single-use refresh token is spent, losing its replacement would kill
+    the grant. If ``persist`` fails the error propagates and the new tokens are never used; the
+    grant must be re-launched. ``invalid_grant`` surfaces as an
     :class:`~teams_ehr.errors.OAuthError` with ``reason="reauthorization_required"``.
     """
 
-    def __init__(self, persist: Callable[[TokenResponse], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        token_endpoint: str,
+        auth: ClientAuthentication,
+        persist: Callable[[TokenResponse], Awaitable[None]],
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._endpoint = token_endpoint
+        self._auth = auth
         self._persist = persist
-        self._in_flight: dict[str, _Refresh] = {}
+        self._http = http
+        self._clock = clock
+        self._flights: SingleFlight[TokenResponse] = SingleFlight()
 
     async def refresh(
         self,
         grant_key: str,
         refresh_token: SecretStr,
-        client: httpx.AsyncClient,
-        token_endpoint: str,
-        auth: ClientAuthentication,
-        clock: Clock,
         *,
         scope: str | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> TokenResponse:
-        """Refresh grant ``grant_key``; concurrent callers share one request and its result."""
-        running = self._in_flight.get(grant_key)
-        if running is not None:
-            await running.done.wait()
-            if running.result is None:
-                raise running.error or UsageError("refresh failed")
-            return running.result
-        running = self._in_flight[grant_key] = _Refresh()
-        try:
+        """Refresh grant ``grant_key``; concurrent callers share one request and its result.
+
+        ``scope`` narrows the grant (a subset of the original); ``client`` overrides ``http``.
+        """
+        http = client or self._http
+        if http is None:
+            raise UsageError("no HTTP client: pass http= or client=")
+
+        async def refresh_once() -> TokenResponse:
             with anyio.CancelScope(shield=True):
                 form = refresh_form(refresh_token, scope)
                 try:
-                    response = await request_token(client, token_endpoint, form, auth, clock=clock)
+                    response = await request_token(
+                        http, self._endpoint, form, self._auth, clock=self._clock
+                    )
                 except OAuthError as exc:
                     if exc.error != "invalid_grant":
                         raise
@@ -380,11 +435,9 @@ class RefreshCoordinator:
                         reason="reauthorization_required",
                     ) from None
                 await self._persist(response)
-            running.result = response
             return response
-        except BaseException as exc:
-            running.error = exc
-            raise
-        finally:
-            del self._in_flight[grant_key]
-            running.done.set()
+
+        return await self._flights.run(grant_key, refresh_once)
+
+    def __repr__(self) -> str:
+        return f"<RefreshCoordinator endpoint={redact_url(self._endpoint)}>"

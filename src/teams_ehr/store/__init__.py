@@ -1,1 +1,1 @@
-"""Storage behind one protocol: SQLite (default) and PostgreSQL (SPEC C5, C6)."""
+"""Storage behind one protocol: SQLite (default) and PostgreSQL (requirements C5, C6)."""

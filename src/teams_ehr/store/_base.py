@@ -1,4 +1,4 @@
-"""The storage semantics, once, for both engines (SPEC C5; security.md T16, T27, §3.2).
+"""The storage semantics, once, for both engines (requirement C5; threats T16, T27, docs/security.md#delivery-invariants).
 
 :class:`SqlStore` implements every method of :class:`~teams_ehr.store.protocol.Store` except the
 lifecycle and the event bus as short lists of statements (:class:`Stmt`) that the engine runs in
@@ -308,7 +308,7 @@ class SqlStore(ABC):
     # -- inbox --------------------------------------------------------------------------------
 
     async def append_inbox(self, items: Sequence[InboxItem]) -> int:
-        """Committed durably (fsync'd) before returning (I1), all or nothing for the batch."""
+        """Committed durably (fsync'd) before returning (invariant I1), all or nothing for the batch."""
         if not items:
             return 0
         c.validate_inbox(items)

@@ -1,12 +1,12 @@
-"""In-process fan-out of live events (SPEC C6, D3): the SQLite event bus, and the local half of
-the PostgreSQL one (``LISTEN/NOTIFY`` delivers to this hub on each instance).
+"""In-process fan-out of live events (requirements C6, D3): the SQLite event bus, and the local half
+of the PostgreSQL one (``LISTEN/NOTIFY`` delivers to this hub on each instance).
 
 A subscriber receives the messages published on its channel after it subscribed, in order.
 Publishers never wait: each subscription has a bounded buffer (``buffer_size`` messages). A
 subscriber that falls that far behind is **disconnected**, not silently thinned: it first receives
 what was buffered, then its iterator raises ``StorageError(reason="event_overflow")``. The live
-roster treats any disconnect as "re-sync from the database" (security.md §3.3: publish is
-best-effort, the UI re-syncs from the DB), which a silent drop-oldest policy would hide.
+roster treats any disconnect as "re-sync from the database" (docs/security.md#attendance-pipeline:
+publish is best-effort, the UI re-syncs from the DB), which a silent drop-oldest policy would hide.
 
 The hub keeps subscriptions through weak references: an abandoned iterator is collected and
 stops receiving; ``async with store.subscribe(ch) as sub`` closes it deterministically.

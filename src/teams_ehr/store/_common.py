@@ -1,6 +1,6 @@
-"""Helpers shared by the SQLite and PostgreSQL stores (SPEC C5): times, JSON, sealing, rules.
+"""Helpers shared by the SQLite and PostgreSQL stores (requirement C5): times, JSON, sealing, rules.
 
-The encrypted columns and the associated data they are bound to (security.md T16):
+The encrypted columns and the associated data they are bound to (threat T16):
 
 ============================  ===============  ==================
 table                         column           row key in the AAD

@@ -1,6 +1,6 @@
-"""Group commit: concurrent inbox appends share one transaction and one fsync (SPEC D1, P4).
+"""Group commit: concurrent inbox appends share one transaction and one fsync (requirements D1, P4).
 
-The webhook must not answer 2xx before its notifications are durably committed (security.md §3.2
+The webhook must not answer 2xx before its notifications are durably committed (invariant
 I1), and on SQLite a durable commit costs one fsync (0.2–5 ms depending on the disk and its
 load). Serializing one commit per webhook request caps throughput at one request per fsync.
 Here the first caller becomes the *leader*: it takes every batch queued so far and commits them

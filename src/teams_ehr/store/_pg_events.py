@@ -1,4 +1,4 @@
-"""Live events across instances on PostgreSQL ``LISTEN/NOTIFY`` (SPEC C6, D3).
+"""Live events across instances on PostgreSQL ``LISTEN/NOTIFY`` (requirements C6, D3).
 
 One dedicated connection per store listens; the local :class:`~teams_ehr.store._bus.LocalHub`
 fans each notification out to this instance's subscribers. Facts from the PostgreSQL docs (SQL
@@ -18,8 +18,8 @@ between packets brings its ``LISTEN`` set in line with the hub's live channels. 
 that needs a new channel wakes it with a NOTIFY on a private wake channel, then waits until the
 ``LISTEN`` is done (:meth:`Subscription.ready`). If the connection is lost the listener
 reconnects with capped exponential backoff and listens again; messages published while it was
-disconnected are not replayed (subscribers re-sync from the database, security.md §3.3).
-Asyncio only, like psycopg's async connections.
+disconnected are not replayed (subscribers re-sync from the database,
+docs/security.md#attendance-pipeline). Asyncio only, like psycopg's async connections.
 """
 
 from __future__ import annotations

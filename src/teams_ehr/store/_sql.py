@@ -1,4 +1,4 @@
-"""The SQL of both stores (SPEC C5), written once in the dialect SQLite and PostgreSQL share.
+"""The SQL of both stores (requirement C5), written once in the dialect SQLite and PostgreSQL share.
 
 Placeholders are ``?`` (sqlite3); :func:`postgres` turns them into ``%s`` (psycopg) and the
 ``/*skip-locked*/`` marker into ``FOR UPDATE SKIP LOCKED`` (PostgreSQL docs, SELECT "The Locking
@@ -7,8 +7,8 @@ On SQLite the marker is a comment and ``BEGIN IMMEDIATE`` serializes claimers in
 
 Every statement on an organization-scoped table filters by ``org_id`` except lookups by an
 unguessable key (state hash, join-token hash, subscription id, Graph meeting id, item ids handed
-out by a lease) and the background sweeps (security.md T27). There is no UPDATE or DELETE of
-``audit_log`` anywhere (append-only, SPEC C1).
+out by a lease) and the background sweeps (threat T27). There is no UPDATE or DELETE of
+``audit_log`` anywhere (append-only, requirement C1).
 """
 
 # ruff: noqa: S608  (statements are composed from constants only; values are bound parameters)

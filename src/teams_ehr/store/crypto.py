@@ -1,4 +1,4 @@
-"""Field encryption at rest (SPEC C5; security.md T16 and §3.2 I6).
+"""Field encryption at rest (requirement C5; threat T16 and invariant I6).
 
 Columns that hold secrets or PHI-bearing values (``payload``, ``join_url``, ``client_state``) are
 sealed with AES-256-GCM (NIST SP 800-38D) through ``cryptography``'s ``AESGCM``:

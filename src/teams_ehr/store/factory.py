@@ -1,4 +1,4 @@
-"""Open a store from a URL (SPEC C5): ``sqlite:///path``, ``sqlite://:memory:``, ``postgresql://…``.
+"""Open a store from a URL (requirement C5): ``sqlite:///path``, ``sqlite://:memory:``, ``postgresql://…``.
 
 URL forms (SQLAlchemy's conventions for SQLite):
 

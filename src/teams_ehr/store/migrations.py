@@ -1,4 +1,4 @@
-"""Versioned schema migrations for SQLite and PostgreSQL (SPEC C5; security.md T27, T30).
+"""Versioned schema migrations for SQLite and PostgreSQL (requirement C5; threats T27, T30).
 
 :data:`MIGRATIONS` is an ordered list of :class:`Migration` (version, name, statements per
 dialect). Applied versions are recorded in ``schema_migrations``. Applying is idempotent and runs

@@ -1,4 +1,4 @@
-"""The store for several app instances: PostgreSQL through psycopg 3 (SPEC C5, C6).
+"""The store for several app instances: PostgreSQL through psycopg 3 (requirements C5, C6).
 
 Any instance can serve any step: all state is in the database, work is leased with
 ``SELECT … FOR UPDATE SKIP LOCKED`` (two workers, in one process or in two instances, never lease

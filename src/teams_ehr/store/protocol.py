@@ -1,4 +1,4 @@
-"""The storage contract (SPEC C5, C6): records and one narrow protocol per consumer.
+"""The storage contract (requirements C5, C6): records and one narrow protocol per consumer.
 
 Every area states what it needs from storage here, and :class:`Store` is all of them together.
 SQLite (``store.sqlite``, the zero-setup default) and PostgreSQL (``store.postgres``, for many
@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 JsonObject = dict[str, Any]
 
-# -- organizations (C1, C2) ---------------------------------------------------------------------
+# -- organizations (requirements C1, C2) -----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class OrganizationRow:
 
 @dataclass(frozen=True, slots=True)
 class IssuerBinding:
-    """Which organization environment an approved canonical FHIR base belongs to (A1)."""
+    """Which organization environment an approved canonical FHIR base belongs to (requirement A1)."""
 
     canonical_base: str
     org_id: str
@@ -85,7 +85,7 @@ class OrganizationStore(Protocol):
     async def list_audit(self, org_id: str) -> Sequence[AuditEntry]: ...
 
 
-# -- launch state (A3, A4, A10) -----------------------------------------------------------------
+# -- launch state (requirements A3, A4, A10) -------------------------------------------------------
 
 
 class PendingAuthorizationStore(Protocol):
@@ -112,7 +112,7 @@ class NonceStore(Protocol):
         ...
 
 
-# -- identity map (B6) ----------------------------------------------------------------------------
+# -- identity map (requirement B6) -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class IdentityMapStore(Protocol):
     async def unlink_identity(self, org_id: str, ehr_issuer: str, ehr_user_id: str) -> bool: ...
 
 
-# -- meetings and join links (B2, B5, C4) ---------------------------------------------------------
+# -- meetings and join links (requirements B2, B5, C4) ---------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +183,7 @@ class JoinLinkStore(Protocol):
     async def revoke_join_links(self, org_id: str, external_id: str) -> int: ...
 
 
-# -- attendance: subscriptions, inbox, outbox, facts (D1–D7) --------------------------------------
+# -- attendance: subscriptions, inbox, outbox, facts (requirements D1–D7) --------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +299,7 @@ class AttendanceFactStore(Protocol):
     ) -> Sequence[AttendanceFactRow]: ...
 
 
-# -- retention (C5, D5; security.md §3.2 I1, I6) -------------------------------------------------
+# -- retention (requirements C5, D5; invariants I1, I6) --------------------------------------------
 
 PurgeCounts = dict[str, int]
 """Rows purged (or, on a dry run, purgeable) per kind: ``inbox``, ``outbox_delivered``,
@@ -322,10 +322,10 @@ class RetentionStore(Protocol):
 
         * ``inbox``: **processed** rows whose ``processed_at`` is older than ``inbox_keep``. The
           row is the dedupe record of a Graph notification, so keep it longer than Graph
-          redelivers (up to 4 h, security.md §3.2 I1). Unprocessed or leased rows stay.
+          redelivers (up to 4 h, invariant I1). Unprocessed or leased rows stay.
         * ``outbox_delivered``: **delivered** rows delivered more than ``outbox_keep`` ago
-          (I6: ≤ 24 h after delivery). Pending and leased rows stay.
-        * ``outbox_dead``: dead letters dead-lettered more than ``dead_keep`` ago (I6:
+          (invariant I6: ≤ 24 h after delivery). Pending and leased rows stay.
+        * ``outbox_dead``: dead letters dead-lettered more than ``dead_keep`` ago (invariant I6:
           ``T_retain``). A requeued letter is pending again and stays.
         * ``pending_authorizations`` and ``nonces``: rows expired at ``now`` (any age; expired
           rows are already refused by ``take_pending`` and ``remember_once``).
@@ -336,7 +336,7 @@ class RetentionStore(Protocol):
         ...
 
 
-# -- live events across instances (C6, D3) -------------------------------------------------------
+# -- live events across instances (requirements C6, D3) --------------------------------------------
 
 
 class EventBus(Protocol):

@@ -1,4 +1,4 @@
-"""The embedded default store: SQLite (SPEC C5), zero setup, one process (or a few on one host).
+"""The embedded default store: SQLite (requirement C5), zero setup, one process (or a few on one host).
 
 Runs the stdlib ``sqlite3`` module in worker threads through ``anyio.to_thread.run_sync`` with one
 connection and a capacity limiter of one, so it works on asyncio and trio. Every write is one
@@ -9,12 +9,12 @@ Durability (SQLite docs "Write-Ahead Logging" and "PRAGMA synchronous"): the fil
 with ``synchronous=NORMAL``. A commit then survives a process crash (``kill -9``) because its WAL
 frames are written before COMMIT returns; a power loss can roll back only a *suffix* of the last
 commits, never one in the middle, so the file stays consistent. Writes that must also survive a
-power loss — the webhook inbox (security.md §3.2 I1: "committed, fsync'd" before Graph gets a
+power loss — the webhook inbox (invariant I1: "committed, fsync'd" before Graph gets a
 2xx), outbox enqueues, attendance facts, organizations, issuers, audit, identities, meetings,
 join links, subscriptions and the replay cache — commit with ``synchronous=FULL``: the WAL is
 fsync'd before COMMIT returns, which also makes every earlier commit durable. Leases, outbox
 marks, pending authorizations and rate counters stay NORMAL: losing one costs a redelivery (made
-idempotent by the outbox, I3) or a re-launch. ``append_inbox`` writes a batch with one
+idempotent by the outbox, invariant I3) or a re-launch. ``append_inbox`` writes a batch with one
 ``executemany``, and concurrent appends share one transaction and one fsync (group commit,
 :mod:`teams_ehr.store._group_commit`), each caller returning only once its rows are durable.
 

@@ -1,4 +1,4 @@
-"""App-only Microsoft Entra credentials for Microsoft Graph (SPEC B1; security.md T17).
+"""App-only Microsoft Entra credentials for Microsoft Graph (requirement B1; threat T17).
 
 * Authority is tenant-specific, always ``{authority_host}/{tenant}/oauth2/v2.0/token``: the
   multi-tenant aliases ``common``, ``organizations`` and ``consumers`` are refused, so a token is
@@ -8,9 +8,9 @@
   SHA-1 of the DER certificate and ``x5t#S256`` = its SHA-256, ``aud`` = the token endpoint, fresh
   ``jti``, ``exp`` ≤ 10 minutes) or a client secret.
 * Tokens are cached per scope set until ``refresh_margin`` before expiry; concurrent callers share
-  one request (single-flight, security.md R20).
+  one request (single-flight, reliability case R20).
 
-The token request is a sans-IO :data:`~teams_ehr._types.Flow` run by :func:`teams_ehr._http.run_async`.
+The token request is a sans-IO :data:`~teams_ehr._types.Flow` run by :func:`teams_ehr.sansio.run_async`.
 :class:`SyncCredentialAdapter` plugs in azure-identity credentials (sync or ``.aio``, managed identity).
 """
 
@@ -31,10 +31,11 @@ import anyio.to_thread
 import httpx
 from pydantic import SecretStr
 
-from teams_ehr._http import run_async, with_max_bytes
+from teams_ehr._concurrency import KeyedLocks
 from teams_ehr._redact import get_logger
-from teams_ehr._types import Clock, Flow, utc_now
+from teams_ehr._types import Clock, Flow, require_aware, utc_now
 from teams_ehr.errors import ConfigurationError, OAuthError
+from teams_ehr.sansio import run_async, with_max_bytes
 
 __all__ = [
     "AccessToken",
@@ -128,7 +129,7 @@ def token_request_flow(token_endpoint: str, form: dict[str, str], *, now: int) -
     response = yield with_max_bytes(request, _TOKEN_RESPONSE_MAX_BYTES)
     try:
         body: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
         raise OAuthError(status_code=response.status_code, reason="token_response_invalid")
@@ -145,7 +146,7 @@ def token_request_flow(token_endpoint: str, form: dict[str, str], *, now: int) -
         or str(body.get("token_type", "")).lower() != "bearer"
     ):
         raise OAuthError(status_code=response.status_code, reason="token_response_invalid")
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
         expires_in = int(expires_in)
     if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
         raise OAuthError(status_code=response.status_code, reason="token_response_invalid")
@@ -189,7 +190,7 @@ class ClientCredentialsProvider:
         self._assertion_ttl = assertion_ttl
         self._jti = jti_factory
         self._cache: dict[tuple[str, ...], AccessToken] = {}
-        self._locks: dict[tuple[str, ...], anyio.Lock] = {}
+        self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
         return f"<ClientCredentialsProvider tenant={self.tenant_id!r} client={self.client_id!r}>"
@@ -208,11 +209,10 @@ class ClientCredentialsProvider:
         if not scopes:
             raise ConfigurationError("at least one scope is required", reason="scope_required")
         key = tuple(sorted(scopes))
-        now = int(self._clock().timestamp())
+        now = int(require_aware(self._clock(), "clock()").timestamp())
         if (token := self._fresh(key, now)) is not None:
             return token
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:
+        async with self._locks.hold(key):
             now = int(self._clock().timestamp())
             if (token := self._fresh(key, now)) is not None:
                 return token

@@ -1,10 +1,10 @@
-"""A small Microsoft Graph client for the calls teams-ehr needs (SPEC B1, B2, B4; DESIGN.md rule 8).
+"""A small Microsoft Graph client for the calls teams-ehr needs (requirements B1, B2, B4; design rule 8).
 
-Calls (Graph v1.0 unless noted; reference/graph.md §1):
+Calls (Graph v1.0 unless noted; learn.microsoft.com/graph/api/resources/onlinemeeting):
 
 * ``POST /users/{oid}/onlineMeetings/createOrGet`` (onlinemeeting-createorget): idempotent by
   (tenant, organizer, externalId), so it is retried. The plain ``POST /users/{oid}/onlineMeetings``
-  is never called: it creates a new meeting on every retry (security.md R04).
+  is never called: it creates a new meeting on every retry (reliability case R04).
 * ``GET``/``PATCH``/``DELETE /users/{oid}/onlineMeetings/{id}`` with
   ``Prefer: include-unknown-enum-members`` so evolvable enum members (``invited``…) read back as
   themselves instead of ``unknownFutureValue`` (lobbybypasssettings).
@@ -31,10 +31,10 @@ import anyio
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from teams_ehr._http import send_async
 from teams_ehr._redact import get_logger
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import GraphError, TransportError, UsageError
+from teams_ehr.sansio import send_async
 from teams_ehr.teams.graph_errors import (
     APPLICATION_ACCESS_POLICY_DOCS,
     graph_error,
@@ -157,8 +157,10 @@ class GraphClient:
     async def get_virtual_appointment_join_url(
         self, organizer_oid: str, meeting_id: str
     ) -> SecretStr:
-        """The Virtual Appointments browser join URL (Teams Premium; graph.md §1.5). Its app-only
-        permission is documented inconsistently: verify in the tenant, fall back to joinWebUrl."""
+        """The Virtual Appointments browser join URL (Teams Premium;
+        learn.microsoft.com/graph/api/virtualappointment-getvirtualappointmentjoinweburl). Its
+        app-only permission is documented inconsistently: verify in the tenant, fall back to
+        joinWebUrl."""
         path = (
             f"/users/{_seg(organizer_oid)}/onlineMeetings/{_seg(meeting_id)}"
             "/getVirtualAppointmentJoinWebUrl"
@@ -166,7 +168,7 @@ class GraphClient:
         response = await self._send("GET", path, "GET getVirtualAppointmentJoinWebUrl")
         try:
             value: Any = response.json().get("value")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             value = None
         if not isinstance(value, str) or not value:
             raise GraphError(
@@ -279,7 +281,7 @@ class GraphClient:
             response = await self._send("GET", path, route, url=url)
             try:
                 body: Any = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
             values = body.get("value") if isinstance(body, dict) else None
             if not isinstance(values, list):

@@ -1,4 +1,4 @@
-"""Graph error JSON → the library's errors (SPEC B4; reference/graph.md §1.1, §2.3).
+"""Graph error JSON → the library's errors (requirement B4; learn.microsoft.com/graph/errors).
 
 Graph answers ``{"error": {"code", "message", "innerError": {"request-id", "client-request-id"}}}``.
 :func:`graph_error` keeps status, code and request id; Graph's own message is never copied into the
@@ -78,7 +78,7 @@ def graph_error_from_response(
     code = message = request_id = None
     try:
         body: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):

@@ -1,11 +1,12 @@
-"""Clinician identity binding: EHR user ↔ Microsoft identity (SPEC B6, security.md T14).
+"""Clinician identity binding: EHR user ↔ Microsoft identity (requirement B6, threat T14).
 
 The only person-level data teams-ehr keeps is one row per clinician::
 
     (org_id, EHR issuer, EHR user id)  →  (Entra tenant id ``tid``, Entra object id ``oid``)
 
-Rules, each refused with a typed error (SPEC B6; ASVS 10.3.3 "identify users by non-reassignable
-claims"; Microsoft identity platform: ``oid`` + ``tid`` identify a user across applications):
+Rules, each refused with a typed error (requirement B6; ASVS 10.3.3 "identify users by
+non-reassignable claims"; Microsoft identity platform: ``oid`` + ``tid`` identify a user across
+applications):
 
 * binding is allowed only while a live, validated EHR launch session exists (the caller says so
   with ``launch_session_valid``): otherwise :class:`IdentityBindingError` ``no_launch_session``,
@@ -74,7 +75,7 @@ def _check_key(org_id: str, ehr_issuer: str, ehr_user_id: str) -> None:
 
 
 class IdentityBinder:
-    """Binding rules of SPEC B6 over an :class:`~teams_ehr.store.protocol.IdentityMapStore`."""
+    """Binding rules of requirement B6 over an :class:`~teams_ehr.store.protocol.IdentityMapStore`."""
 
     def __init__(self, store: IdentityMapStore, clock: Clock) -> None:
         self._store = store

@@ -1,10 +1,12 @@
-"""Join URLs for patients and clinicians, with an allow-list of Teams hosts (SPEC B5; T18, T20).
+"""Join URLs for patients and clinicians, with an allow-list of Teams hosts (requirement B5; threats T18, T20).
 
 * Patient: the meeting's ``joinWebUrl`` as Graph returned it, opened in a browser (Teams offers
   "continue on this browser" with no app and no account, then the lobby). Where the integrator has
   a Virtual Appointments URL (``getVirtualAppointmentJoinWebUrl``, Teams Premium; host
-  ``visit.teams.microsoft.com``, reference/graph.md §1.5) that is preferred. No undocumented hint
-  parameters are added (graph.md documents none; the URL is used verbatim).
+  ``visit.teams.microsoft.com``,
+  learn.microsoft.com/graph/api/virtualappointment-getvirtualappointmentjoinweburl) that is
+  preferred. No undocumented hint parameters are added (Graph documents none; the URL is used
+  verbatim).
 * Clinician: the same ``joinWebUrl`` in the browser, or the Teams desktop app through the
   ``msteams:`` protocol handler: ``https://teams.microsoft.com/l/meetup-join/…`` →
   ``msteams:/l/meetup-join/…`` (the same path and query; Teams deep links, "deep link to join a

@@ -1,9 +1,11 @@
-"""Lobby policies: named presets as one data table, PATCH bodies, fail-closed read-back (SPEC B3).
+"""Lobby policies: named presets as one data table, PATCH bodies, fail-closed read-back (requirement B3).
 
-Graph sources: onlineMeeting meeting options and lobbyBypassSettings (reference/graph.md §1.3–1.4);
-threats T18/T19 in reference/security.md. A new createOrGet meeting starts with
-``scope="organization"`` and ``allowedPresenters="everyone"``, so the policy is always PATCHed and
-then read back with ``Prefer: include-unknown-enum-members``; any difference blocks the join link.
+Graph sources: onlineMeeting meeting options and lobbyBypassSettings
+(learn.microsoft.com/graph/api/resources/onlinemeeting,
+learn.microsoft.com/graph/api/resources/lobbybypasssettings); threats T18/T19 in docs/security.md. A
+new createOrGet meeting starts with ``scope="organization"`` and ``allowedPresenters="everyone"``,
+so the policy is always PATCHed and then read back with ``Prefer: include-unknown-enum-members``;
+any difference blocks the join link.
 
 Rules :func:`validate_custom` enforces (a policy is *patient-facing* when patients join it):
 
@@ -13,7 +15,10 @@ Rules :func:`validate_custom` enforces (a policy is *patient-facing* when patien
    off (a forwarded phone number would skip the lobby); presenters never ``everyone``.
 3. ``recordAutomatically`` needs ``allowRecording``.
 
-``None`` in a policy field means "not managed": neither patched nor verified.
+``None`` in a policy field means "not managed": neither patched nor verified. Enum fields take
+the Graph enum members or their wire strings (``"organizer"``); anything else is a
+:class:`~teams_ehr.errors.UsageError` at construction. :meth:`LobbyPolicy.preset` returns a named
+preset (docs/primitives/meetings.md).
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from teams_ehr._types import CallerModel
 from teams_ehr.errors import ConfigurationError, LobbyPolicyViolationError
 from teams_ehr.teams.models import (
     AllowedLobbyAdmitterRoles,
@@ -78,23 +82,35 @@ _PROPERTIES: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-class LobbyPolicy(BaseModel):
-    """Meeting options teams-ehr applies and verifies. Our own config: frozen, no extras."""
+class LobbyPolicy(CallerModel):
+    """Meeting options teams-ehr applies and verifies. Our own config: frozen, no extras.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    Start from a preset — ``LobbyPolicy.preset("patient_visit")`` — or build a custom policy;
+    factories refuse an unsafe one with :func:`validate_custom` before anything reaches Graph.
+    """
 
     name: str
     patient_facing: bool
-    scope: str
+    scope: LobbyBypassScope
     dial_in_bypass: bool
-    allowed_presenters: str
-    allowed_lobby_admitters: str
-    allow_meeting_chat: str | None = None
+    allowed_presenters: OnlineMeetingPresenters
+    allowed_lobby_admitters: AllowedLobbyAdmitterRoles
+    allow_meeting_chat: MeetingChatMode | None = None
     allow_recording: bool | None = False
     record_automatically: bool | None = False
     allow_transcription: bool | None = False
     allow_participants_to_change_name: bool | None = False
     is_entry_exit_announced: bool | None = None
+
+    @classmethod
+    def preset(cls, name: str) -> LobbyPolicy:
+        """The preset called ``name`` (:data:`PRESETS`: ``patient_visit``, ``clinician_consult``,
+        ``group_visit``); :class:`~teams_ehr.errors.ConfigurationError` for an unknown name."""
+        policy = PRESETS.get(name)
+        if policy is None:
+            known = ", ".join(sorted(PRESETS))
+            raise ConfigurationError(f"unknown lobby preset {name!r}; known presets: {known}")
+        return policy
 
     def to_patch(self) -> dict[str, Any]:
         """The ``PATCH /onlineMeetings/{id}`` body for the managed properties."""

@@ -1,11 +1,14 @@
-"""The meeting factory: createOrGet → PATCH lobby policy → GET read-back → verify (SPEC B2).
+"""The meeting factory: createOrGet → PATCH lobby policy → GET read-back → verify (requirement B2).
 
-Steps for every :meth:`MeetingFactory.ensure_meeting` (reference/graph.md §1.2–1.4; security.md T18):
+Steps for every :meth:`MeetingFactory.ensure_meeting`
+(learn.microsoft.com/graph/api/onlinemeeting-createorget,
+learn.microsoft.com/graph/api/resources/onlinemeeting,
+learn.microsoft.com/graph/api/resources/lobbybypasssettings; threat T18):
 
 1. ``POST /users/{organizer}/onlineMeetings/createOrGet`` with ``externalId`` =
    :func:`external_id_for` (keyed HMAC of organization and appointment: stable across retries and
    instances, unguessable, no PHI) and the constant subject ``"Virtual visit"``. A retry after a
-   lost response returns the same meeting (R03).
+   lost response returns the same meeting (reliability case R03).
 2. ``PATCH`` the lobby policy, even when createOrGet returned an existing meeting (200): its
    options may have been changed in Teams since.
 3. ``GET`` it back with ``Prefer: include-unknown-enum-members`` and compare property by property.
@@ -29,7 +32,8 @@ from typing import Any, Literal, Protocol
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from teams_ehr._redact import get_logger
-from teams_ehr.errors import ConfigurationError, GraphError, LobbyPolicyViolationError
+from teams_ehr._types import CallerModel
+from teams_ehr.errors import ConfigurationError, GraphError, LobbyPolicyViolationError, UsageError
 from teams_ehr.teams.graph_client import graph_time
 from teams_ehr.teams.lobby import LobbyPolicy, validate_custom, verify_readback
 from teams_ehr.teams.models import OnlineMeeting
@@ -48,7 +52,7 @@ __all__ = [
 log = get_logger(__name__)
 
 MEETING_SUBJECT = "Virtual visit"
-"""Subject of every meeting: a constant, so no PHI reaches Graph (security.md T19)."""
+"""Subject of every meeting: a constant, so no PHI reaches Graph (threat T19)."""
 
 _EXTERNAL_ID_PREFIX = "tehr1-"
 _MIN_KEY_BYTES = 32
@@ -69,8 +73,12 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
-class MeetingRequest(_Frozen):
-    """What to create: one appointment of one organization, organized by one Entra user."""
+class MeetingRequest(CallerModel):
+    """What to create: one appointment of one organization, organized by one Entra user.
+
+    ``start``/``end`` must be timezone-aware and ordered; invalid input raises
+    :class:`~teams_ehr.errors.UsageError` (``reason="naive_datetime"`` for a naive datetime).
+    """
 
     org_id: str = Field(min_length=1)
     appointment_id: str = Field(min_length=1, repr=False)
@@ -82,7 +90,7 @@ class MeetingRequest(_Frozen):
     @model_validator(mode="after")
     def _ordered(self) -> MeetingRequest:
         if self.end <= self.start:
-            raise ValueError("end must be after start")
+            raise UsageError("MeetingRequest: end must be after start")
         return self
 
 

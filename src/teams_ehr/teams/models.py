@@ -1,9 +1,14 @@
-"""Typed Microsoft Graph wire models for online meetings, attendance and subscriptions (SPEC B2–B5).
+"""Typed Microsoft Graph wire models for online meetings, attendance and subscriptions (requirements B2–B5).
 
 Sources: the onlineMeeting / onlineMeetingBase resources, lobbyBypassSettings, meetingAttendanceReport,
-attendanceRecord, attendanceInterval and subscription pages of Graph v1.0 (reference/graph.md §1.3–1.7).
+attendanceRecord, attendanceInterval and subscription pages of Graph v1.0
+(learn.microsoft.com/graph/api/resources/onlinemeeting,
+learn.microsoft.com/graph/api/resources/lobbybypasssettings,
+learn.microsoft.com/graph/api/virtualappointment-getvirtualappointmentjoinweburl,
+learn.microsoft.com/graph/api/resources/meetingattendancereport,
+learn.microsoft.com/graph/changenotifications-for-onlinemeeting).
 
-Rules (DESIGN.md rule 6):
+Rules (design rule 6):
 
 * inbound models are frozen and keep unknown properties (``extra="allow"``);
 * remote enums are *open*: a known value becomes the :class:`~enum.StrEnum` member, anything else
@@ -90,7 +95,8 @@ EVOLVABLE_MEMBERS: frozenset[str] = frozenset(
     {LobbyBypassScope.INVITED, LobbyBypassScope.ORGANIZATION_EXCLUDING_GUESTS}
 )
 """Members listed after ``unknownFutureValue``: Graph returns (and accepts) them only with the
-``Prefer: include-unknown-enum-members`` header (graph.md §1.4)."""
+``Prefer: include-unknown-enum-members`` header
+(learn.microsoft.com/graph/api/resources/lobbybypasssettings)."""
 
 
 def _open(enum_cls: type[E]) -> Callable[[object], E | str]:
@@ -189,7 +195,7 @@ class AttendanceInterval(GraphModel):
 
 class AttendanceIdentity(GraphModel):
     """The record's identity: ids and kind only. ``displayName`` (free text an anonymous patient
-    typed) and every other property are dropped at parse time (security.md T26)."""
+    typed) and every other property are dropped at parse time (threat T26)."""
 
     model_config = ConfigDict(extra="ignore")
 

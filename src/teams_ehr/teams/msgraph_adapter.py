@@ -1,8 +1,9 @@
-"""The meeting factory over an integrator's own msgraph-sdk ``GraphServiceClient`` (SPEC B1, B2, B4).
+"""The meeting factory over an integrator's own msgraph-sdk ``GraphServiceClient`` (requirements B1, B2, B4).
 
-The only module that imports msgraph (DESIGN.md rule 1), and only when an adapter is constructed:
+The only module that imports msgraph (design rule 1), and only when an adapter is constructed:
 ``import teams_ehr.teams`` or even ``import teams_ehr.teams.msgraph_adapter`` loads no msgraph
-(it costs ~0.3 s to import and 2–3 s on the first call, reference/graph.md §2.1).
+(it costs ~0.3 s to import and 2–3 s on the first call, benchmarks/bench_graph.py;
+github.com/microsoftgraph/msgraph-sdk-python/issues/904).
 
 :class:`MsGraphMeetingFactory` runs the same createOrGet → PATCH → GET read-back → verify steps as
 :class:`~teams_ehr.teams.meetings.GraphMeetingFactory` (it *is* one, over
@@ -10,8 +11,9 @@ The only module that imports msgraph (DESIGN.md rule 1), and only when an adapte
 
 * Retries are msgraph's ``RetryHandler`` (asyncio only; it also retries POST on 429/503/504, which
   is safe here because only createOrGet is POSTed).
-* msgraph turns enum values it does not know into ``None`` (graph.md §2.3). The read-back then
-  differs from the policy, so the meeting fails closed rather than passing unseen.
+* msgraph turns enum values it does not know into ``None`` (the meeting-factory contract tests
+  tamper the read-back the same way). The read-back then differs from the policy, so the meeting
+  fails closed rather than passing unseen.
 
 ``ODataError``/``APIError`` become :class:`~teams_ehr.errors.GraphError` (status, code, request id;
 never Graph's message), throttling past msgraph's retries becomes

@@ -1,6 +1,6 @@
-"""Retry policy for Microsoft Graph: ``Retry-After`` first, capped backoff, overall deadline (SPEC B4).
+"""Retry policy for Microsoft Graph: ``Retry-After`` first, capped backoff, overall deadline (requirement B4).
 
-Graph throttling guidance (learn.microsoft.com/graph/throttling; reference/graph.md §1.8): on 429
+Graph throttling guidance (learn.microsoft.com/graph/throttling): on 429
 wait the ``Retry-After`` seconds; with no header back off exponentially; retry 503 and 504 the same
 way. ``Retry-After`` may be seconds or an HTTP-date (RFC 9110 §10.2.3); Graph has also sent odd
 values like ``"30,120"`` (msgraph-sdk-python #1159), so the first number is used.

@@ -1,14 +1,14 @@
-"""Microsoft sign-in: Entra OpenID Connect, authorization code + PKCE (SPEC B6, C1).
+"""Microsoft sign-in: Entra OpenID Connect, authorization code + PKCE (requirements B6, C1).
 
 Used twice: the clinician's one-time sign-in that binds their EHR user to a Microsoft identity
-(``purpose="clinician_binding"``, only from a live EHR launch session, security.md T14) and the
-approver's sign-in of organization approval (``purpose="approval"``, T28).
+(``purpose="clinician_binding"``, only from a live EHR launch session, threat T14) and the
+approver's sign-in of organization approval (``purpose="approval"``, threat T28).
 
 Microsoft identity platform, v2.0 endpoints (learn.microsoft.com/entra/identity-platform:
 v2-oauth2-auth-code-flow, v2-protocols-oidc, id-token-claims-reference):
 
 * authority ``{authority_host}/{tenant}`` with the organization's tenant id, never ``common``,
-  ``organizations`` or ``consumers`` (T17: a tenant-specific authority);
+  ``organizations`` or ``consumers`` (threat T17: a tenant-specific authority);
 * ``GET /oauth2/v2.0/authorize`` with ``response_type=code``, ``response_mode=query``, ``scope=openid
   profile`` (no ``email``: we keep no e-mail or UPN), ``state`` and ``nonce`` (256-bit), PKCE
   ``S256`` (RFC 7636) and ``prompt=select_account``;
@@ -17,6 +17,8 @@ v2-oauth2-auth-code-flow, v2-protocols-oidc, id-token-claims-reference):
   ``{authority_host}/{tid}/v2.0``, ``aud`` = client id, ``nonce`` = ours, and ``tid`` must be the
   configured tenant (:class:`CrossTenantDeniedError` otherwise).
 
+A callback with ``error=access_denied`` or ``consent_required`` (the person declined, or may not
+consent) is :class:`AuthorizationDeclinedError`, a 4xx "you declined" page, never a server fault.
 The result is a :class:`MicrosoftIdentity` (``tid``, ``oid``) and nothing else: names, UPN and
 e-mail in the token are never copied out. The access token is discarded.
 """
@@ -46,16 +48,17 @@ from pydantic import (
     model_validator,
 )
 
-from teams_ehr._http import run_async, run_sync
 from teams_ehr._redact import get_logger
-from teams_ehr._types import Flow
+from teams_ehr._types import Flow, require_aware
 from teams_ehr.errors import (
+    AuthorizationDeclinedError,
     CrossTenantDeniedError,
     IdentityBindingError,
     OAuthError,
     StateInvalidError,
     TokenInvalidError,
 )
+from teams_ehr.sansio import run_async, run_sync
 from teams_ehr.smart.authorize import session_binding, state_key
 from teams_ehr.smart.callback import MAX_CODE_LENGTH, extract_state
 from teams_ehr.smart.client_auth import ClientAuthentication, ClientSecretBasic
@@ -100,6 +103,7 @@ MAX_PENDING_TTL = timedelta(minutes=10)
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _RESERVED_TENANTS = frozenset({"common", "organizations", "consumers"})
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+_DECLINED = frozenset({"access_denied", "consent_required"})  # the person did not consent
 _ID_TOKEN_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "tid", "oid", "nonce")
 _LEEWAY_SECONDS = 60
 
@@ -244,8 +248,9 @@ def begin_microsoft_signin(
     """The authorize URL to redirect the browser to, and the pending sign-in to store.
 
     ``bound_launch`` is an opaque handle of the live, validated EHR launch session; it is required
-    for ``clinician_binding`` (security.md T14: binding starts only from a launch session).
+    for ``clinician_binding`` (threat T14: binding starts only from a launch session).
     """
+    require_aware(now, "now")
     if purpose == "clinician_binding" and not bound_launch:
         raise IdentityBindingError(
             "clinician sign-in must start from a live EHR launch session",
@@ -322,6 +327,14 @@ def _check_callback(
     if pending.purpose == "clinician_binding" and not pending.bound_launch:
         raise IdentityBindingError("no EHR launch session", reason="no_launch_session")
     error = params.get("error")
+    if error is not None and error in _DECLINED:
+        _log.info("Microsoft sign-in declined by the user", extra={"security_event": error})
+        raise AuthorizationDeclinedError(
+            "the user declined the Microsoft sign-in",
+            error=error,
+            description=params.get("error_description"),
+            reason=error,
+        )
     if error is not None:
         code = error if _ERROR_CODE.match(error) else "invalid_response"
         raise OAuthError(error=code, description=params.get("error_description"))

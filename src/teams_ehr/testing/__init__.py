@@ -1,5 +1,6 @@
-"""Fakes for integrators and our own tests (SPEC E1): FakeEhr, FakeFhirServer, FakeEntra,
-FakeGraph, the Sandbox that wires them together, and loopback serving.
+"""Fakes for integrators and our own tests (requirement E1): FakeEhr, FakeFhirServer, FakeEntra,
+FakeGraph, the Sandbox that wires them together, the HostHarness that drives a host through
+it, and loopback serving.
 
 Importable without pytest; each fake is an ``httpx.MockTransport`` handler and an ASGI app. The
 names below load on first use (PEP 562), so the ``pytest11`` plugin, which imports this package,
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from teams_ehr.testing.fake_fhir import FakeFhirServer
     from teams_ehr.testing.fake_graph import FakeGraph
     from teams_ehr.testing.graph_notifier import GraphNotifier
+    from teams_ehr.testing.harness import HostHarness
     from teams_ehr.testing.loopback import serve_on_loopback, serve_on_loopback_async
     from teams_ehr.testing.sandbox import Sandbox, SandboxRoutingError
 
@@ -26,6 +28,7 @@ _LAZY: dict[str, str] = {
     "FakeFhirServer": "teams_ehr.testing.fake_fhir",
     "FakeGraph": "teams_ehr.testing.fake_graph",
     "GraphNotifier": "teams_ehr.testing.graph_notifier",
+    "HostHarness": "teams_ehr.testing.harness",
     "Sandbox": "teams_ehr.testing.sandbox",
     "SandboxRoutingError": "teams_ehr.testing.sandbox",
     "serve_on_loopback": "teams_ehr.testing.loopback",
@@ -38,6 +41,7 @@ __all__ = [
     "FakeFhirServer",
     "FakeGraph",
     "GraphNotifier",
+    "HostHarness",
     "Sandbox",
     "SandboxRoutingError",
     "serve_on_loopback",

@@ -1,7 +1,7 @@
 """Server-side checks of :class:`~teams_ehr.testing.fake_ehr.FakeEhr`: client assertions and PKCE.
 
 Client assertion (SMART client-confidential-asymmetric.md §"Authenticating to the Token endpoint",
-RFC 7523 §3; Epic rules from smart-epic.md §2.5):
+RFC 7523 §3; Epic rules from fhir.epic.com/Documentation?docId=oauth2):
 
 * header ``alg`` RS384 or ES384, ``typ`` ``JWT``, ``kid`` selecting exactly one registered key of
   the matching ``kty``; a ``jku`` must equal the registered JWKS URL; no other key source;

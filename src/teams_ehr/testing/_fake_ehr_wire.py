@@ -2,8 +2,9 @@
 
 The SMART configuration follows SMART App Launch 2.x conformance.md §"Metadata" (capability
 strings, ``code_challenge_methods_supported: ["S256"]``); the CapabilityStatement carries the
-legacy ``oauth-uris`` extension (Epic's documented fallback, smart-epic.md §2.1); the OpenID
-configuration follows OIDC Discovery 1.0 §3 with RS256 id_tokens (Epic, smart-epic.md §2.4).
+legacy ``oauth-uris`` extension (Epic's documented fallback,
+fhir.epic.com/Documentation?docId=oauth2); the OpenID configuration follows OIDC Discovery 1.0 §3
+with RS256 id_tokens (Epic, fhir.epic.com/Documentation?docId=oauth2).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import jwt
@@ -21,7 +22,6 @@ import jwt
 from teams_ehr.testing._fake_ehr_checks import FakeOAuthError
 
 __all__ = [
-    "AuthorizationRedirectLike",
     "CAPABILITIES",
     "ClientRecord",
     "Grant",
@@ -55,17 +55,6 @@ CAPABILITIES = (
     "sso-openid-connect",
 )
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-
-
-class AuthorizationRedirectLike(Protocol):
-    """What `FakeEhr.authorize_in_browser` needs of an authorization redirect."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def url(self) -> str: ...
-    @property
-    def fields(self) -> tuple[tuple[str, str], ...]: ...
 
 
 @dataclass(frozen=True, slots=True)

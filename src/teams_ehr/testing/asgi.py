@@ -1,4 +1,4 @@
-"""Serve any httpx handler as an ASGI 3 application (SPEC E1).
+"""Serve any httpx handler as an ASGI 3 application (requirement E1).
 
 Every fake is a function ``httpx.Request -> httpx.Response`` (the ``httpx.MockTransport`` seam);
 :func:`asgi_app_from_handler` turns one into an ASGI app so the same fake can run behind uvicorn

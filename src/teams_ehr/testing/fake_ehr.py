@@ -1,21 +1,25 @@
-"""``FakeEhr``: a strict SMART authorization server + OIDC provider + FHIR front (SPEC E1).
+"""``FakeEhr``: a strict SMART authorization server + OIDC provider + FHIR front (requirement E1).
 
 Usable without pytest: ``httpx.MockTransport(fake.handler)`` in-process, or ``fake.asgi_app()``
 served on loopback (:mod:`teams_ehr.testing.loopback`). It enforces what a careful EHR enforces
-(SMART App Launch 2.x app-launch.md, client-confidential-asymmetric.md, backend-services.md;
-smart-epic.md §4.5): exact ``redirect_uri``; PKCE ``S256`` only; ``aud`` equal to its FHIR base;
-``launch`` values it issued, single use; single-use codes; client assertions verified against the
-*registered* JWKS (``alg`` RS384/ES384, ``kid``, ``typ: JWT``, ``iss = sub = client_id``,
-``aud`` = token URL, ``exp − now ≤ 300 s``, ``jti`` never replayed); ``client_secret_basic``;
-rotating refresh tokens; ``client_credentials`` with ``system/`` scopes. Its id_tokens are RS256,
-``iss`` = its OIDC issuer (``{origin}/oauth2``, distinct from the FHIR base as at Epic), ``aud`` =
-client id, ``sub``, ``fhirUser``, ``nonce``. With ``epic=True`` the token response carries Epic's
-extras (``appointment``, ``location``, ``loginDepartment``, ``__epic.dstu2.patient``, string
+(SMART App Launch 2.x app-launch.md, client-confidential-asymmetric.md, backend-services.md): exact
+``redirect_uri``; PKCE ``S256`` only; ``aud`` equal to its FHIR base; ``launch`` values it issued,
+single use; single-use codes; client assertions verified against the *registered* JWKS (``alg``
+RS384/ES384, ``kid``, ``typ: JWT``, ``iss = sub = client_id``, ``aud`` = token URL, ``exp − now ≤
+300 s``, ``jti`` never replayed); ``client_secret_basic``; rotating refresh tokens;
+``client_credentials`` with ``system/`` scopes. Its id_tokens are RS256, ``iss`` = its OIDC issuer
+(``{origin}/oauth2``, distinct from the FHIR base as at Epic), ``aud`` = client id, ``sub``,
+``fhirUser``, ``nonce``. With ``epic=True`` the token response carries Epic's extras
+(``appointment``, ``location``, ``loginDepartment``, ``__epic.dstu2.patient``, string
 ``need_patient_banner``, lower-case ``bearer``).
 
 Requests under the FHIR base that are not SMART/metadata go to ``fhir_handler`` (a FHIR store
 plugs in there) after the bearer token is checked; without one the answer is a 404
 OperationOutcome.
+
+Scripted faults, named as on every fake of this package: :meth:`FakeEhr.fail_next` (an error
+answer instead of acting) and :meth:`FakeEhr.lose_next_response` (the fake acts, e.g. redeems
+the code, then the client sees a read timeout), each for the next ``times`` requests.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from teams_ehr._types import Clock, utc_now
+from teams_ehr.errors import UsageError
 from teams_ehr.testing import _fake_ehr_wire as wire
 from teams_ehr.testing._fake_ehr_checks import (
     ASSERTION_TYPE,
@@ -44,6 +49,7 @@ from teams_ehr.testing._fake_ehr_checks import (
     verify_client_assertion,
 )
 from teams_ehr.testing.asgi import ASGIApp, asgi_app_from_handler
+from teams_ehr.testing.browser import BrowserTarget, browser_request, redirect_params
 
 __all__ = ["FakeEhr", "FakeEhrError"]
 
@@ -67,8 +73,10 @@ def _signing_key() -> rsa.RSAPrivateKey:
         return _KEYS[0]
 
 
-class FakeEhrError(RuntimeError):
+class FakeEhrError(UsageError):
     """The fake could not play a step (e.g. the authorize endpoint did not redirect)."""
+
+    default_reason = "fake_ehr_refused"
 
 
 class FakeEhr:
@@ -103,6 +111,7 @@ class FakeEhr:
         self._access: dict[str, wire.Grant] = {}
         self._jtis = JtiRegistry()
         self._failures: dict[str, list[wire.ScriptedFailure]] = {}
+        self._lost: dict[str, int] = {}
         self._key = _signing_key()
         self._public_jwk: dict[str, Any] = json.loads(
             jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key())
@@ -181,11 +190,19 @@ class FakeEhr:
         retry_after: float | None = None,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        times: int = 1,
     ) -> None:
-        """Answer the next request to ``endpoint`` with ``status`` (queued, one per call)."""
+        """Answer the next ``times`` requests to ``endpoint`` with ``status`` instead of acting
+        on them (queued after any failure already scripted for the endpoint)."""
         with self._lock:
             failure = wire.ScriptedFailure(status, retry_after, body, dict(headers or {}))
-            self._failures.setdefault(endpoint, []).append(failure)
+            self._failures.setdefault(endpoint, []).extend([failure] * times)
+
+    def lose_next_response(self, endpoint: Endpoint, *, times: int = 1) -> None:
+        """Act on the next ``times`` requests to ``endpoint`` (a code is redeemed, a token
+        issued), then raise ``httpx.ReadTimeout`` instead of answering: the client cannot know."""
+        with self._lock:
+            self._lost[endpoint] = self._lost.get(endpoint, 0) + times
 
     def calls(self, endpoint: Endpoint) -> list[httpx.Request]:
         """Recorded requests that went to ``endpoint``."""
@@ -236,9 +253,13 @@ class FakeEhr:
             if failures:
                 return wire.failure_response(failures.pop(0))
             try:
-                return self._dispatch(endpoint, request)
+                response = self._dispatch(endpoint, request)
             except FakeOAuthError as failure:
-                return wire.json_response(failure.status, failure.body(), no_store=True)
+                response = wire.json_response(failure.status, failure.body(), no_store=True)
+            if self._lost.get(endpoint, 0) > 0:
+                self._lost[endpoint] -= 1
+                raise httpx.ReadTimeout("response lost (scripted)", request=request)
+            return response
 
     def _route(self, request: httpx.Request) -> Endpoint | None:
         url = request.url
@@ -327,9 +348,15 @@ class FakeEhr:
             return refuse("access_denied", "the user denied access")
         code = secrets.token_urlsafe(32)
         self._codes[code] = wire.Grant(
-            client.client_id, scope, context, user, redirect_uri, challenge,
-            params.get("nonce"), self.clock() + _CODE_TTL,
-        )  # fmt: skip
+            client.client_id,
+            scope,
+            context,
+            user,
+            redirect_uri,
+            challenge,
+            params.get("nonce"),
+            self.clock() + _CODE_TTL,
+        )
         return self._redirect(redirect_uri, code=code, state=state)
 
     def _redirect(self, redirect_uri: str, **params: str | None) -> httpx.Response:
@@ -381,9 +408,14 @@ class FakeEhr:
             if form.get("client_id") not in (None, client.client_id):
                 raise FakeOAuthError("invalid_client", "client_id differs from the assertion")
             verify_client_assertion(
-                form["client_assertion"], client.client_id, client.jwks, client.jwks_url,
-                token_url=self.token_url, now=self.clock(), seen_jtis=self._jtis,
-            )  # fmt: skip
+                form["client_assertion"],
+                client.client_id,
+                client.jwks,
+                client.jwks_url,
+                token_url=self.token_url,
+                now=self.clock(),
+                seen_jtis=self._jtis,
+            )
             return client
         client = self._clients.get(form.get("client_id", ""))
         if client is None or client.jwks is not None or client.secret is not None:
@@ -484,15 +516,18 @@ class FakeEhr:
 
     # -- the browser -----------------------------------------------------------------------------
 
-    def authorize_in_browser(self, redirect: wire.AuthorizationRedirectLike) -> dict[str, str]:
+    def authorize_in_browser(self, redirect: BrowserTarget) -> dict[str, str]:
         """Play browser + user consent: send the authorization request to this fake, follow its
-        302 (without network) and return the callback's query parameters."""
-        if redirect.method == "POST":
-            request = httpx.Request("POST", redirect.url, data=dict(redirect.fields))
-        else:
-            request = httpx.Request("GET", redirect.url)
-        response = self.handler(request)
-        location = response.headers.get("location")
-        if response.status_code != 302 or location is None:
-            raise FakeEhrError(f"authorize answered {response.status_code}, not a redirect")
-        return dict(parse_qsl(urlsplit(location).query, keep_blank_values=True))
+        302 (without network) and return the callback's query parameters.
+
+        ``redirect`` is the authorize URL (``str`` or ``httpx.URL``), an ``httpx.Request`` (e.g.
+        a form ``POST``), or the SMART client's ``AuthorizationRedirect``
+        (:mod:`teams_ehr.testing.browser`). Raises :class:`FakeEhrError` when the fake answers
+        with an error page instead of redirecting back (unknown client or redirect URI)."""
+        response = self.handler(browser_request(redirect))
+        params = redirect_params(response)
+        if params is None:
+            raise FakeEhrError(
+                f"FakeEhr refused the authorization request ({response.status_code})"
+            )
+        return params

@@ -1,4 +1,4 @@
-"""FakeEntra: an offline Microsoft Entra ID (identity platform v2.0) for one tenant (SPEC E1).
+"""FakeEntra: an offline Microsoft Entra ID (identity platform v2.0) for one tenant (requirement E1).
 
 Usable without pytest, as an ``httpx.MockTransport`` handler (:meth:`FakeEntra.handler`) or an
 ASGI app (:meth:`FakeEntra.asgi_app`). Endpoints, under ``{authority_host}/{tenant}``:
@@ -7,14 +7,25 @@ ASGI app (:meth:`FakeEntra.asgi_app`). Endpoints, under ``{authority_host}/{tena
   ``/common/discovery/v2.0/keys``, where Graph validation tokens are checked);
 * ``/oauth2/v2.0/authorize``: registered ``client_id``, exact ``redirect_uri``, ``response_type=
   code``, ``response_mode=query``, ``openid`` scope, PKCE ``S256`` required; the code goes to the
-  user chosen with :meth:`FakeEntra.sign_in_as` (a user of a foreign tenant can be simulated);
+  user chosen with :meth:`FakeEntra.sign_in_as` (a user of a foreign tenant can be simulated), or
+  to the browser's own signed-in user when the request carries its session cookie; with
+  :attr:`FakeEntra.deny_consent` the person declines (``error=access_denied``, AADSTS65004);
 * ``/oauth2/v2.0/token``: ``authorization_code`` (single use, 10 minutes, PKCE verified, same
   redirect URI) and ``client_credentials`` (scope ``{resource}/.default``), the client
   authenticated by a secret (Basic or body) or a certificate assertion.
 
+Browser sessions: :meth:`FakeEntra.sign_in_browser` signs one browser in and returns the value of
+its :data:`SESSION_COOKIE` (Entra's own session cookie on ``login.microsoftonline.com``), and
+:meth:`FakeEntra.browser_user` says who a cookie's browser is signed in as — what the simulated
+Teams asks before it lets a browser join as the meeting's organizer.
+
 Claim sets are documented in :mod:`teams_ehr.testing.fake_entra_tokens`. Issued access tokens are
 recorded, so :meth:`FakeEntra.validate_access_token` can be FakeGraph's token checker. Errors are
 Entra-shaped: ``{error, error_description: "AADSTS…", error_codes, trace_id, correlation_id}``.
+
+Scripted faults, named as on every fake of this package: :meth:`FakeEntra.fail_next` and
+:meth:`FakeEntra.lose_next_response` (the fake acts, then the client sees a read timeout), each
+for the next ``times`` requests to an endpoint.
 """
 
 from __future__ import annotations
@@ -29,8 +40,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import httpx
 import jwt
@@ -40,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import UsageError
 from teams_ehr.keys import b64url
+from teams_ehr.testing.browser import BrowserTarget, browser_request, redirect_params
 from teams_ehr.testing.fake_entra_tokens import (
     CLIENT_ASSERTION_TYPE,
     GRAPH_CHANGE_TRACKING_APP_ID,
@@ -63,10 +76,12 @@ from teams_ehr.testing.fake_entra_tokens import (
 if TYPE_CHECKING:
     from teams_ehr.testing.asgi import ASGIApp
 
-__all__ = ["GRAPH_CHANGE_TRACKING_APP_ID", "GRAPH_DEFAULT_SCOPE", "FakeEntra"]
+__all__ = ["GRAPH_CHANGE_TRACKING_APP_ID", "GRAPH_DEFAULT_SCOPE", "SESSION_COOKIE", "FakeEntra"]
 
 Endpoint = Literal["authorize", "token", "jwks", "openid_configuration"]
 CODE_LIFETIME = timedelta(minutes=10)
+SESSION_COOKIE = "fake-entra-session"
+"""The browser's Microsoft session cookie (see :meth:`FakeEntra.sign_in_browser`)."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +114,13 @@ class FakeEntra:
         self._keys = SigningKeys()
         self._apps: dict[str, AppRegistration] = {}
         self._user: SignedInUser | None = None
+        self._browsers: dict[str, SignedInUser] = {}
+        self.deny_consent = False
         self._codes: dict[str, _Code] = {}
         self._seen_jti: set[tuple[str, str]] = set()
         self._access_tokens: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, ScriptedFailure] = {}
+        self._lost: dict[str, int] = {}
         self._id_token_override: IdTokenOverride | None = None
         self._lock = threading.RLock()  # served on loopback, the handler runs in another thread
 
@@ -171,6 +189,44 @@ class FakeEntra:
     def sign_out(self) -> None:
         self._user = None
 
+    def sign_in_browser(
+        self,
+        object_id: str,
+        *,
+        tenant_id: str | None = None,
+        name: str = "Test Clinician",
+        preferred_username: str = "clinician@example.org",
+    ) -> str:
+        """Sign one browser in; returns the value of its :data:`SESSION_COOKIE`. An authorization
+        request carrying that cookie signs in as this user."""
+        tid = (tenant_id or self.tenant_id).lower()
+        session = secrets.token_urlsafe(32)
+        with self._lock:
+            self._browsers[session] = SignedInUser(object_id.lower(), tid, name, preferred_username)
+        return session
+
+    def browser_user(self, session: str | None) -> SignedInUser | None:
+        """Who the browser holding ``session`` (its :data:`SESSION_COOKIE`) is signed in as."""
+        if not session:
+            return None
+        with self._lock:
+            return self._browsers.get(session)
+
+    def sign_out_browser(self, session: str) -> None:
+        with self._lock:
+            self._browsers.pop(session, None)
+
+    def _request_user(self, request: httpx.Request) -> SignedInUser | None:
+        """The browser's own user (its session cookie), else the scripted :meth:`sign_in_as`."""
+        cookies: SimpleCookie = SimpleCookie()
+        try:
+            cookies.load(request.headers.get("cookie", ""))
+        except CookieError:
+            return self._user
+        morsel = cookies.get(SESSION_COOKIE)
+        browser = None if morsel is None else self._browsers.get(morsel.value)
+        return browser or self._user
+
     def rotate_keys(self, *, keep_previous: bool = True) -> str:
         """Sign with a new key from now on; the old key stays published unless told otherwise.
         Returns the new ``kid``."""
@@ -205,6 +261,12 @@ class FakeEntra:
         body = error_body(error, "AADSTS90000: scripted failure.")
         with self._lock:
             self._failures[endpoint] = ScriptedFailure(status, body, headers, times)
+
+    def lose_next_response(self, endpoint: Endpoint, *, times: int = 1) -> None:
+        """Act on the next ``times`` calls to ``endpoint`` (a code is redeemed, a token issued),
+        then raise ``httpx.ReadTimeout`` instead of answering: the client cannot know."""
+        with self._lock:
+            self._lost[endpoint] = self._lost.get(endpoint, 0) + times
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -286,19 +348,21 @@ class FakeEntra:
 
     # -- the browser --------------------------------------------------------------------------
 
-    def authorize_in_browser(self, url: str) -> dict[str, str]:
+    def authorize_in_browser(self, url: BrowserTarget) -> dict[str, str]:
         """Play the browser: open the authorize URL, sign in, return the callback's parameters.
 
-        Raises :class:`UsageError` if Entra shows an error page instead of redirecting back (an
+        ``url`` is a ``str``, an ``httpx.URL`` or an ``httpx.Request``, as for
+        :meth:`FakeEhr.authorize_in_browser` (:mod:`teams_ehr.testing.browser`). Raises
+        :class:`UsageError` if Entra shows an error page instead of redirecting back (an
         unknown client or a redirect URI that is not registered)."""
-        response = self.handler(httpx.Request("GET", url))
-        location = response.headers.get("location")
-        if response.status_code != 302 or not location:
+        response = self.handler(browser_request(url))
+        params = redirect_params(response)
+        if params is None:
             raise UsageError(
                 f"FakeEntra refused the authorization request ({response.status_code})",
                 reason="fake_entra_refused",
             )
-        return dict(parse_qsl(urlsplit(location).query, keep_blank_values=True))
+        return params
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -328,7 +392,11 @@ class FakeEntra:
         if failure is not None and failure.remaining > 0:
             failure.remaining -= 1
             return httpx.Response(failure.status, json=failure.body, headers=failure.headers)
-        return serve(request)
+        response = serve(request)
+        if self._lost.get(endpoint, 0) > 0:
+            self._lost[endpoint] -= 1
+            raise httpx.ReadTimeout("response lost (scripted)", request=request)
+        return response
 
     def asgi_app(self) -> ASGIApp:
         """This fake as an ASGI application (for a loopback server)."""
@@ -359,7 +427,7 @@ class FakeEntra:
             return httpx.Response(302, headers={"Location": f"{redirect_uri}?{urlencode(params)}"})
 
         scopes = query.get("scope", "").split()
-        user = self._user
+        user = self._request_user(request)
         problem = None
         if query.get("response_type") != "code":
             problem = ("unsupported_response_type", "AADSTS700054: response_type is not code.")
@@ -371,6 +439,8 @@ class FakeEntra:
             problem = ("invalid_request", "AADSTS501491: PKCE S256 is required.")
         elif user is None:
             problem = ("login_required", "AADSTS50058: no user is signed in.")
+        elif self.deny_consent:
+            problem = ("access_denied", "AADSTS65004: User declined to consent to access the app.")
         if problem is not None or user is None:
             error, description = problem or ("login_required", "AADSTS50058: no user.")
             return back({"error": error, "error_description": description})

@@ -1,4 +1,4 @@
-"""The token side of FakeEntra: signing keys, claim sets, client-assertion checks (SPEC E1).
+"""The token side of FakeEntra: signing keys, claim sets, client-assertion checks (requirement E1).
 
 Shapes follow the Microsoft identity platform references:
 

@@ -1,4 +1,4 @@
-"""An in-memory FHIR R4 server for tests and the demo (SPEC E1, D4).
+"""An in-memory FHIR R4 server for tests and the demo (requirements E1, D4).
 
 :class:`FakeFhirServer` is an ``httpx.Request -> httpx.Response`` handler (plug it into
 ``httpx.MockTransport``, into :class:`~teams_ehr.testing.fake_ehr.FakeEhr` as ``fhir_handler``,
@@ -18,6 +18,7 @@ interactions attendance write-back needs (https://hl7.org/fhir/R4/http.html):
 * scripted faults: :meth:`outage` (503 + ``Retry-After`` until a time on the injected clock),
   :meth:`fail_next` (any status, e.g. 429/503 with ``Retry-After``, 400/422 poison),
   :meth:`lose_next_response` (the write happens, the reply is lost as a read timeout);
+* what clients wrote, for assertions: :meth:`FakeFhirServer.written` (seeded resources aside);
 * the Epic telehealth ``SetExternalConnectionStatus`` endpoint (path configurable, relative to
   the Interconnect base = the FHIR base without ``/api/FHIR/R4``); calls are recorded in
   :attr:`telehealth_calls` (see :mod:`teams_ehr.attendance.epic_telehealth` for what is assumed).
@@ -105,6 +106,7 @@ class FakeFhirServer:
         self._store: dict[str, dict[str, JsonObject]] = {}
         self._index: dict[tuple[str, str, str], set[str]] = {}
         self._order: dict[tuple[str, str], int] = {}
+        self._written: dict[tuple[str, str], None] = {}  # (type, id) in first-write order
         self._next_id = 0
         self._outage_until: datetime | None = None
         self._outage_retry_after: int | None = None
@@ -131,6 +133,17 @@ class FakeFhirServer:
         with self._lock:
             return [copy.deepcopy(r) for r in self._store.get(resource_type, {}).values()]
 
+    def written(self, resource_type: str | None = None) -> list[JsonObject]:
+        """Deep copies of the resources a client created or updated (never the seeded ones),
+        each once at its current version, in first-write order; only ``resource_type`` if
+        given. A conditional create that matched an existing resource wrote nothing."""
+        with self._lock:
+            return [
+                copy.deepcopy(self._store[rtype][rid])
+                for rtype, rid in self._written
+                if resource_type in (None, rtype)
+            ]
+
     def outage(self, until: datetime | None, *, retry_after: int | None = None) -> None:
         """Answer 503 (with ``Retry-After`` if given) until ``until`` on the clock; ``None`` ends."""
         with self._lock:
@@ -142,18 +155,18 @@ class FakeFhirServer:
         status: int,
         *,
         retry_after: int | None = None,
-        count: int = 1,
+        times: int = 1,
         code: str | None = None,
     ) -> None:
-        """The next ``count`` requests answer ``status`` with an OperationOutcome."""
+        """The next ``times`` requests answer ``status`` with an OperationOutcome."""
         with self._lock:
-            self._failures.extend([(status, retry_after, code)] * count)
+            self._failures.extend([(status, retry_after, code)] * times)
 
-    def lose_next_response(self, count: int = 1, *, method: str | None = None) -> None:
-        """Process the next ``count`` requests (of ``method`` only, if given), then raise a read
+    def lose_next_response(self, *, times: int = 1, method: str | None = None) -> None:
+        """Process the next ``times`` requests (of ``method`` only, if given), then raise a read
         timeout instead of answering: the write happened, the client cannot know."""
         with self._lock:
-            self._lose_responses = count
+            self._lose_responses = times
             self._lose_method = method
 
     def asgi_app(self) -> ASGIApp:
@@ -267,6 +280,8 @@ class FakeFhirServer:
         return resource
 
     def _stored(self, rtype: str, resource: JsonObject, status: int) -> httpx.Response:
+        """The answer to a create or update that stored ``resource``."""
+        self._written.setdefault((rtype, str(resource["id"])), None)
         version = resource["meta"]["versionId"]
         location = f"{self.base_url}/{rtype}/{resource['id']}/_history/{version}"
         headers = {"location": location, "etag": f'W/"{version}"'}

@@ -1,8 +1,9 @@
-"""FakeGraph: an in-memory Microsoft Graph for online meetings, attendance and subscriptions (SPEC E1).
+"""FakeGraph: an in-memory Microsoft Graph for online meetings, attendance and subscriptions (requirement E1).
 
 Usable without pytest, as an ``httpx.MockTransport`` handler (``FakeGraph.handler``, async: use it
 with ``httpx.AsyncClient``) or as an ASGI app on loopback (``FakeGraph.asgi_app()``). Behaviour
-follows the Graph v1.0 documentation (reference/graph.md):
+follows the Graph v1.0 documentation (learn.microsoft.com/graph/api/resources/onlinemeeting and the
+pages cited below):
 
 * ``POST /users/{oid}/onlineMeetings/createOrGet`` keyed on (tenant, organizer, externalId):
   201 then 200 with the same meeting. New meetings default to ``lobbyBypassSettings.scope =
@@ -14,8 +15,9 @@ follows the Graph v1.0 documentation (reference/graph.md):
   refused (400) in a PATCH.
 * A bearer token is required; ``token_checker(token)`` returns the caller's tenant or ``None``.
 * Scripted faults: :meth:`fail_next` (429/503/504 with ``Retry-After``, or the 403 of a missing
-  application access policy), :meth:`lose_response_next` (the server acts, the client sees a
-  timeout: R03), :meth:`tamper_next_readback` (the next GET returns altered settings: R05/T18).
+  application access policy), :meth:`lose_next_response` (the server acts, the client sees a
+  timeout: reliability case R03), :meth:`tamper_next_readback` (the next GET returns altered
+  settings: reliability case R05, threat T18).
 * Subscriptions with the validation handshake (:mod:`teams_ehr.testing.fake_graph_subscriptions`) and attendance
   reports built from the simulated meeting room (:meth:`room`, :mod:`teams_ehr.testing.meeting_room`).
 """
@@ -45,19 +47,31 @@ PREFER = "include-unknown-enum-members"
 _EVOLVABLE = {"lobbyBypassSettings.scope": {"invited", "organizationExcludingGuests"}}
 _ENUMS: dict[str, set[str]] = {
     "lobbyBypassSettings.scope": {
-        "organizer", "organization", "organizationAndFederated", "everyone", "invited",
+        "organizer",
+        "organization",
+        "organizationAndFederated",
+        "everyone",
+        "invited",
         "organizationExcludingGuests",
     },
     "allowedPresenters": {"everyone", "organization", "roleIsPresenter", "organizer"},
     "allowedLobbyAdmitters": {"organizerAndCoOrganizersAndPresenters", "organizerAndCoOrganizers"},
     "allowMeetingChat": {"enabled", "disabled", "limited"},
-}  # fmt: skip
+}
 _BOOLS = {
-    "allowRecording", "recordAutomatically", "allowTranscription", "allowParticipantsToChangeName",
-    "isEntryExitAnnounced", "allowAttendeeToEnableCamera", "allowAttendeeToEnableMic",
-    "allowTeamworkReactions", "allowWhiteboard", "allowBreakoutRooms", "allowPowerPointSharing",
+    "allowRecording",
+    "recordAutomatically",
+    "allowTranscription",
+    "allowParticipantsToChangeName",
+    "isEntryExitAnnounced",
+    "allowAttendeeToEnableCamera",
+    "allowAttendeeToEnableMic",
+    "allowTeamworkReactions",
+    "allowWhiteboard",
+    "allowBreakoutRooms",
+    "allowPowerPointSharing",
     "allowCopyingAndSharingMeetingContent",
-}  # fmt: skip
+}
 _PATCHABLE = _BOOLS | {"lobbyBypassSettings", "allowedPresenters", "allowedLobbyAdmitters"}
 _PATCHABLE |= {"allowMeetingChat", "subject", "startDateTime", "endDateTime", "participants"}
 _STATUS_CODES = {
@@ -204,7 +218,7 @@ class FakeGraph:
         ra = None if retry_after is None else str(retry_after)
         self._scripts.append(_Script("fail", path_substring, method, times, status, ra))
 
-    def lose_response_next(
+    def lose_next_response(
         self, path_substring: str, *, times: int = 1, method: str | None = None
     ) -> None:
         """Act on the next matching request, then raise ``httpx.ReadTimeout`` (lost response)."""

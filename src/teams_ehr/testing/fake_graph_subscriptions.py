@@ -1,14 +1,15 @@
-"""Change-notification subscriptions of :class:`~teams_ehr.testing.fake_graph.FakeGraph` (SPEC E1, D1).
+"""Change-notification subscriptions of :class:`~teams_ehr.testing.fake_graph.FakeGraph` (requirements E1, D1).
 
-``POST /subscriptions`` performs Graph's validation handshake (reference/graph.md §1.7, "Webhook
-mechanics"): it POSTs ``notificationUrl?validationToken=<token>`` (and the
-``lifecycleNotificationUrl`` too, when given) through the injected ``webhook_client`` and requires
-``200``, ``Content-Type: text/plain`` and the token echoed byte-exact within 10 seconds; otherwise it
-answers 400 and stores nothing. Other documented rules enforced: ``lifecycleNotificationUrl`` is
-required when the expiration is more than 1 hour away (Teams resources); at most 3 days for online
-meeting call events (4230 minutes otherwise); ``clientState`` at most 255 characters; one
-subscription per app (here: per tenant) per resource (409). With ``webhook_client=None`` the
-handshake is skipped (``validated`` stays False), for tests that do not exercise webhooks.
+``POST /subscriptions`` performs Graph's validation handshake
+(learn.microsoft.com/graph/change-notifications-delivery-webhooks, validation request): it POSTs
+``notificationUrl?validationToken=<token>`` (and the ``lifecycleNotificationUrl`` too, when given)
+through the injected ``webhook_client`` and requires ``200``, ``Content-Type: text/plain`` and the
+token echoed byte-exact within 10 seconds; otherwise it answers 400 and stores nothing. Other
+documented rules enforced: ``lifecycleNotificationUrl`` is required when the expiration is more than
+1 hour away (Teams resources); at most 3 days for online meeting call events (4230 minutes
+otherwise); ``clientState`` at most 255 characters; one subscription per app (here: per tenant) per
+resource (409). With ``webhook_client=None`` the handshake is skipped (``validated`` stays False),
+for tests that do not exercise webhooks.
 """
 
 from __future__ import annotations

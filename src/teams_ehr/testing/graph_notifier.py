@@ -1,4 +1,4 @@
-"""GraphNotifier: FakeGraph's meeting-room changes as real Graph webhook POSTs (SPEC E1, D1).
+"""GraphNotifier: FakeGraph's meeting-room changes as real Graph webhook POSTs (requirements E1, D1).
 
 It observes :meth:`FakeGraph.on_roster_change` and, on :meth:`GraphNotifier.flush`, POSTs each
 change to the ``notificationUrl`` of the subscription whose resource names that meeting, shaped
@@ -110,7 +110,7 @@ class GraphNotifier:
         self._drops += times
 
     def reorder(self) -> None:
-        """Reverse the order of what is queued now (out-of-order delivery, R22)."""
+        """Reverse the order of what is queued now (out-of-order delivery, reliability case R22)."""
         self._queue.reverse()
 
     def forge_next(self, forgery: Forgery) -> None:

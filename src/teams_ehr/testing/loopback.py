@@ -1,4 +1,4 @@
-"""Run an ASGI app on ``127.0.0.1`` with real sockets, in a background thread (SPEC E1).
+"""Run an ASGI app on ``127.0.0.1`` with real sockets, in a background thread (requirement E1).
 
 ``serve_on_loopback(app)`` binds a random free port on the loopback interface, starts uvicorn on
 it in a daemon thread (its own asyncio loop, so the caller may use any sync code or any anyio

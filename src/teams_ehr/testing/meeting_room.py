@@ -1,13 +1,23 @@
-"""A simulated Teams meeting room for :class:`~teams_ehr.testing.fake_graph.FakeGraph` (SPEC E1, E3).
+"""A simulated Teams meeting room for :class:`~teams_ehr.testing.fake_graph.FakeGraph` (requirements E1, E3).
 
 Participants join, wait in the lobby when the meeting's lobby settings say so, are admitted, leave;
 calls start and end. Every change is appended to :attr:`MeetingRoom.history` and handed to the
 observers as a :class:`RosterChange`, which the attendance webhook fake turns into Graph
 ``meetingCallEvents`` notifications (``callStarted``, ``rosterUpdated`` with ``isInLobby`` /
-``removedState``, ``callEnded``; reference/graph.md §1.7). Ended calls become attendance reports
-(one per call session, intervals from admission to leave; graph.md §1.6).
+``removedState``, ``callEnded``; learn.microsoft.com/graph/changenotifications-for-onlinemeeting).
+Ended calls become attendance reports (one per call session, intervals from admission to leave;
+learn.microsoft.com/graph/api/resources/meetingattendancereport).
 
-Who waits in the lobby (lobbyBypassSettings, graph.md §1.4): the organizer never; a tenant user
+Who is the organizer is decided by identity, as in Teams: only the meeting's organizer (its
+``organizer_oid`` in its tenant) joins as organizer. A person who signed in to Microsoft joins
+with :meth:`MeetingRoom.join_signed_in`, which makes them the organizer only when their object id
+is the organizer's; scripted joins with ``identity="organizer"`` stand for that same user, and
+naming any other user as organizer is refused. Only the organizer admits from the lobby when a
+participant is named as admitting (``by``) and may end the meeting for everyone
+(:meth:`MeetingRoom.end_for_everyone`); a refusal is :class:`UsageError` ``not_organizer``.
+
+Who waits in the lobby (lobbyBypassSettings,
+learn.microsoft.com/graph/api/resources/lobbybypasssettings): the organizer never; a tenant user
 unless the scope admits the organization (``organization``, ``organizationAndFederated``,
 ``organizationExcludingGuests``, ``everyone``); an anonymous guest unless ``everyone``; a phone
 caller unless ``everyone`` or dial-in bypass is on. Unknown scopes keep everyone but the organizer
@@ -56,7 +66,7 @@ def needs_lobby(kind: IdentityKind, scope: str | None, dial_in_bypass: bool | No
 @dataclass(frozen=True, slots=True)
 class RosterChange:
     """One roster change. ``display_name`` is what the participant typed (PHI for patients):
-    consumers must drop it (security.md T26)."""
+    consumers must drop it (threat T26)."""
 
     meeting_id: str
     kind: ChangeKind
@@ -123,6 +133,29 @@ class MeetingRoom:
     def in_meeting(self) -> list[str]:
         return [p.id for p in self._people.values() if p.present and not p.in_lobby]
 
+    def is_organizer(self, object_id: str | None, tenant_id: str | None) -> bool:
+        """Whether a signed-in Microsoft user (object id, tenant) is this meeting's organizer."""
+        return (
+            object_id is not None
+            and tenant_id is not None
+            and object_id.lower() == self.organizer_oid.lower()
+            and tenant_id.lower() == self.tenant_id.lower()
+        )
+
+    def organizer_present(self, participant_id: str) -> bool:
+        """Whether ``participant_id`` is the organizer and in the meeting (not the lobby)."""
+        person = self._people.get(participant_id)
+        return (
+            person is not None
+            and person.kind == "organizer"
+            and person.present
+            and not person.in_lobby
+        )
+
+    def _require_organizer(self, participant_id: str) -> None:
+        if not self.organizer_present(participant_id):
+            raise UsageError("only the meeting's organizer may do this", reason="not_organizer")
+
     def _emit(
         self, kind: ChangeKind, at: datetime, person: _Participant | None = None
     ) -> RosterChange:
@@ -154,6 +187,11 @@ class MeetingRoom:
         self._calls.append(_Call(id=f"{self.meeting_id[:8]}-call-{len(self._calls) + 1}", start=at))
         return self._emit("call_started", at)
 
+    def end_for_everyone(self, participant_id: str, *, at: datetime | None = None) -> RosterChange:
+        """*End meeting* by ``participant_id``: only the organizer, in the meeting, may."""
+        self._require_organizer(participant_id)
+        return self.end_call(at=at)
+
     def end_call(self, *, at: datetime | None = None) -> RosterChange:
         if not self.call_active:
             raise UsageError("no active call", reason="no_call")
@@ -179,6 +217,10 @@ class MeetingRoom:
         if person is not None and person.present:
             raise UsageError("participant already in the meeting", reason="already_joined")
         if identity == "organizer":
+            if user_id is not None and not self.is_organizer(user_id, tenant_id or self.tenant_id):
+                raise UsageError(
+                    "only the meeting's organizer joins as organizer", reason="not_organizer"
+                )
             user_id, tenant_id = self.organizer_oid, self.tenant_id
         elif identity == "tenant_user":
             tenant_id = tenant_id or self.tenant_id
@@ -198,7 +240,38 @@ class MeetingRoom:
         self._people[participant_id] = person
         return self._emit("joined", at, person)
 
-    def admit(self, participant_id: str, *, at: datetime | None = None) -> RosterChange:
+    def join_signed_in(
+        self,
+        participant_id: str,
+        *,
+        object_id: str,
+        tenant_id: str,
+        display_name: str | None = None,
+        at: datetime | None = None,
+    ) -> RosterChange:
+        """A person signed in to Microsoft joins: as organizer if they are the organizer, as a
+        user of the tenant otherwise (who waits per the lobby settings). Another tenant's user
+        is refused (``foreign_tenant``): this simulated Teams knows one tenant."""
+        if tenant_id.lower() != self.tenant_id.lower():
+            raise UsageError("the account belongs to another tenant", reason="foreign_tenant")
+        kind: IdentityKind = (
+            "organizer" if self.is_organizer(object_id, tenant_id) else "tenant_user"
+        )
+        return self.join(
+            participant_id,
+            identity=kind,
+            user_id=object_id.lower(),
+            tenant_id=tenant_id.lower(),
+            display_name=display_name,
+            at=at,
+        )
+
+    def admit(
+        self, participant_id: str, *, by: str | None = None, at: datetime | None = None
+    ) -> RosterChange:
+        """Let ``participant_id`` in from the lobby; ``by`` (if named) must be the organizer."""
+        if by is not None:
+            self._require_organizer(by)
         at = at or self._clock()
         person = self._people.get(participant_id)
         if person is None or not person.present or not person.in_lobby:
@@ -220,7 +293,7 @@ class MeetingRoom:
             person.intervals[-1] = (call_id, start, at)
         return self._emit("left", at, person)
 
-    # -- attendance reports (graph.md §1.6) -------------------------------------------------------
+    # -- attendance reports (learn.microsoft.com/graph/api/resources/meetingattendancereport) ------
 
     def attendance_reports(self) -> list[dict[str, Any]]:
         """One report per ended call, with its attendance records (Graph JSON)."""

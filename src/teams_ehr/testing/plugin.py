@@ -1,4 +1,4 @@
-"""The ``pytest11`` plugin: fixtures prefixed ``teams_ehr_`` exposing the fakes (SPEC E1).
+"""The ``pytest11`` plugin: fixtures prefixed ``teams_ehr_`` exposing the fakes (requirement E1).
 
 Installed with the package (``[project.entry-points.pytest11] teams_ehr``); opt out with
 ``-p no:teams_ehr``, or load it explicitly with ``-p teams_ehr.testing.plugin`` when plugin
@@ -16,12 +16,15 @@ Fixtures (each function-scoped):
   checked by ``teams_ehr_entra`` when the test also uses it, otherwise any bearer is accepted);
 * ``teams_ehr_sandbox`` — a :class:`~teams_ehr.testing.sandbox.Sandbox`: all fakes behind one
   router plus settings for a :class:`~teams_ehr.app.TeamsEhr`. When a test uses the sandbox,
-  the individual fixtures above return the *sandbox's* fakes (the same objects).
+  the individual fixtures above return the *sandbox's* fakes (the same objects);
+* ``teams_ehr_harness`` — a started :class:`~teams_ehr.testing.harness.HostHarness` around the
+  host the marker names (``@pytest.mark.teams_ehr(host=create_app)``), on ``teams_ehr_sandbox``.
+  It is an async fixture: the test runs on anyio (``@pytest.mark.anyio``), asyncio or trio.
 
 Options come from ``@pytest.mark.teams_ehr(...)`` markers (test, class, module), merged
 closest-first and validated by constructing :class:`TeamsEhrOptions` (pytest_httpx's pattern).
 Teardown fails the test, with a message pointing at ``docs/testing.md``, when a scripted failure
-(``fail_next``, ``lose_…``, ``tamper_…``, ``outage``) was never consumed
+(``fail_next``, ``lose_next_response``, ``tamper_next_readback``) was never consumed
 (``assert_all_consumed``) or when code under test sent a request the sandbox router refused
 because no fake owns the host (``assert_all_routed``) — such a request would have left the
 process in production code paths.
@@ -33,7 +36,8 @@ the fixtures.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +46,12 @@ import pytest
 if TYPE_CHECKING:
     import httpx
 
+    from teams_ehr.app import TeamsEhr
     from teams_ehr.testing.fake_ehr import FakeEhr
     from teams_ehr.testing.fake_entra import FakeEntra
     from teams_ehr.testing.fake_fhir import FakeFhirServer
     from teams_ehr.testing.fake_graph import FakeGraph
+    from teams_ehr.testing.harness import HostHarness
     from teams_ehr.testing.sandbox import Sandbox
 
 __all__ = ["DOCS", "TeamsEhrOptions", "pending_scripted_failures"]
@@ -53,6 +59,7 @@ __all__ = ["DOCS", "TeamsEhrOptions", "pending_scripted_failures"]
 DOCS = "docs/testing.md"
 DEFAULT_TENANT_ID = "7c1a6b2e-3f4d-4e5a-9b8c-0d1e2f3a4b5c"  # = teams_ehr.testing.sandbox.TENANT_ID
 _SANDBOX = "teams_ehr_sandbox"
+_HARNESS = "teams_ehr_harness"
 _CALL_FAILED = pytest.StashKey[bool]()
 
 
@@ -62,7 +69,9 @@ class TeamsEhrOptions:
 
     ``tenant_id`` configures the standalone ``teams_ehr_entra`` / ``teams_ehr_graph`` only: the
     sandbox always uses its own tenant (``teams_ehr.testing.sandbox.TENANT_ID``, the default),
-    and ``teams_ehr_sandbox`` refuses any other value rather than ignore it.
+    and ``teams_ehr_sandbox`` refuses any other value rather than ignore it. ``host`` (the app
+    factory, ``create_app(runtime)``) and ``writer`` (the organization's attendance writer)
+    configure ``teams_ehr_harness``.
     """
 
     epic: bool = True
@@ -73,6 +82,8 @@ class TeamsEhrOptions:
     clock: Callable[[], datetime] | None = None
     assert_all_consumed: bool = True
     assert_all_routed: bool = True
+    host: Callable[[TeamsEhr], Any] | None = None
+    writer: str = "epic_clinical_note"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -80,6 +91,9 @@ class TeamsEhrOptions:
             if field.name == "clock":
                 if value is not None and not callable(value):
                     raise TypeError("clock must be a callable returning an aware datetime")
+            elif field.name == "host":
+                if value is not None and not callable(value):
+                    raise TypeError("host must be the app factory, create_app(runtime) -> app")
             elif field.type == "bool" and not isinstance(value, bool):
                 raise TypeError(f"{field.name} must be True or False, not {value!r}")
             elif field.type == "str" and (not isinstance(value, str) or not value):
@@ -127,8 +141,8 @@ def pending_scripted_failures(fake: object) -> list[str]:
     """Human-readable descriptions of the failures scripted on ``fake`` and never consumed.
 
     Reads each fake's scripting queue (``fail_next``, ``lose_next_response``,
-    ``lose_response_next``, ``tamper_next_readback``); the fakes live in this package, so the
-    plugin may know their internals. Any other object has nothing pending.
+    ``tamper_next_readback``); the fakes live in this package, so the plugin may know their
+    internals. Any other object has nothing pending.
     """
     from teams_ehr.testing.fake_ehr import FakeEhr
     from teams_ehr.testing.fake_entra import FakeEntra
@@ -137,6 +151,8 @@ def pending_scripted_failures(fake: object) -> list[str]:
 
     name = type(fake).__name__
     pending: list[str] = []
+    if isinstance(fake, FakeEhr | FakeEntra):
+        pending += _lost(name, fake._lost)
     if isinstance(fake, FakeEhr):
         for endpoint, queued in fake._failures.items():
             pending += [f"{name}.fail_next({endpoint!r}, {f.status})" for f in queued]
@@ -159,6 +175,12 @@ def pending_scripted_failures(fake: object) -> list[str]:
                     f"{script.times} left"
                 )
     return pending
+
+
+def _lost(name: str, lost: dict[str, int]) -> list[str]:
+    return [
+        f"{name}.lose_next_response({endpoint!r}): {n} left" for endpoint, n in lost.items() if n
+    ]
 
 
 def _consumed_problem(fakes: list[object]) -> str | None:
@@ -226,7 +248,9 @@ def pytest_runtest_makereport(
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-def _recording_sandbox(options: TeamsEhrOptions, refused: list[httpx.Request]) -> Sandbox:
+def _recording_sandbox(
+    options: TeamsEhrOptions, refused: list[httpx.Request], *, harness: bool
+) -> Sandbox:
     from teams_ehr.testing.sandbox import Sandbox, SandboxRoutingError
 
     class RecordingSandbox(Sandbox):
@@ -239,11 +263,17 @@ def _recording_sandbox(options: TeamsEhrOptions, refused: list[httpx.Request]) -
                 refused.append(request)
                 raise
 
+    attendance = None
+    if harness:  # the harness runs attendance itself: no background workers
+        from teams_ehr.testing.harness import harness_attendance
+
+        attendance = harness_attendance()
     sandbox = RecordingSandbox(
         clock=_clock(options),
         app_base_url=options.app_base_url,
         ehr_base=options.ehr_base,
         graph_base_url=options.graph_base_url,
+        attendance=attendance,
     )
     sandbox.ehr.epic = options.epic
     return sandbox
@@ -263,7 +293,7 @@ def teams_ehr_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
             pytrace=False,
         )
     refused: list[httpx.Request] = []
-    sandbox = _recording_sandbox(options, refused)
+    sandbox = _recording_sandbox(options, refused, harness=_HARNESS in request.fixturenames)
     yield sandbox
     try:
         _teardown_checks(
@@ -361,10 +391,39 @@ def teams_ehr_graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
     _teardown_checks(request, options, [fake])
 
 
+@pytest.fixture
+async def teams_ehr_harness(
+    request: pytest.FixtureRequest, teams_ehr_sandbox: Sandbox
+) -> AsyncIterator[HostHarness]:
+    """A started :class:`~teams_ehr.testing.harness.HostHarness` around the marker's ``host``."""
+    __tracebackhide__ = True
+    options = _options(request)
+    if options.host is None:
+        known = ", ".join(f.name for f in dataclasses.fields(TeamsEhrOptions))
+        pytest.fail(
+            "teams_ehr_harness needs the host under test: mark the test (or its module) with "
+            "@pytest.mark.teams_ehr(host=create_app), create_app(runtime) returning your ASGI or "
+            f"WSGI app. Known options: {known}; see {DOCS}#the-host-harness",
+            pytrace=False,
+        )
+    from teams_ehr.errors import UsageError
+    from teams_ehr.testing.harness import HostHarness
+
+    async with AsyncExitStack() as stack:
+        try:
+            harness = HostHarness(options.host, sandbox=teams_ehr_sandbox, writer=options.writer)
+            host: HostHarness | None = await stack.enter_async_context(harness)
+        except UsageError as exc:  # the host or the options: say what to fix, no traceback
+            host, problem = None, str(exc)
+        if host is None:
+            pytest.fail(f"teams_ehr_harness: {problem}", pytrace=False)
+        yield host
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "teams_ehr(**options): configure the teams_ehr_* fake fixtures (epic, ehr_base, "
+        "teams_ehr(**options): configure the teams_ehr_* fixtures (epic, ehr_base, "
         "tenant_id, app_base_url, graph_base_url, clock, assert_all_consumed, "
-        f"assert_all_routed); see {DOCS}#marker-options",
+        f"assert_all_routed, host, writer); see {DOCS}#marker-options",
     )

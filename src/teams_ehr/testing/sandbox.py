@@ -6,11 +6,12 @@ The demo, the example apps' tests, the benchmarks and integrators' tests use it 
     async with sandbox.app() as app:                 # a TeamsEhr wired to the fakes
         org = await sandbox.seed_organization(app)   # created, submitted and approved
         launch = sandbox.provider_launch()           # the EHR's "Begin virtual visit"
+        await sandbox.seed_clinician(app)            # as after the one-time Microsoft sign-in
 
 Every HTTP request of the app goes through :meth:`Sandbox.transport`, which routes by host to
 the fake that owns it and refuses anything else, so nothing can leave the machine.
 
-Attendance (SPEC D1–D3): FakeGraph performs the subscription validation handshake and
+Attendance (requirements D1–D3): FakeGraph performs the subscription validation handshake and
 :attr:`Sandbox.notifier` (a :class:`~teams_ehr.testing.graph_notifier.GraphNotifier`) posts the
 room's roster changes as encrypted rich notifications, both through one webhook client. By
 default :meth:`Sandbox.app` points it at the app's framework-free route table; a host test calls
@@ -27,9 +28,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from teams_ehr._http import run_async
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.admin import ADMIN_MICROSOFT_CALLBACK_PATH
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
 from teams_ehr.config import (
     AttendanceSettings,
@@ -39,9 +38,12 @@ from teams_ehr.config import (
 )
 from teams_ehr.keys import LocalSigner, Signer
 from teams_ehr.orgs.approval import ApprovalProof
+from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH
 from teams_ehr.orgs.models import Environment, EnvironmentConfig, Organization, config_hash
+from teams_ehr.sansio import run_async
 from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
-from teams_ehr.teams.identity import MicrosoftIdentity
+from teams_ehr.store.protocol import IdentityLink
+from teams_ehr.teams.identity import IdentityBinder, MicrosoftIdentity
 from teams_ehr.testing.fake_ehr import FakeEhr
 from teams_ehr.testing.fake_entra import FakeEntra
 from teams_ehr.testing.fake_fhir import FakeFhirServer
@@ -243,6 +245,32 @@ class Sandbox:
             config_hash=config_hash(org, "test"),
         )
 
+    async def seed_clinician(
+        self,
+        app: TeamsEhr,
+        *,
+        org_id: str = "sandbox-clinic",
+        user: str = PRACTITIONER,
+        object_id: str = CLINICIAN_OID,
+    ) -> IdentityLink:
+        """What the clinician's one-time Microsoft sign-in leaves behind, without a launch: the
+        EHR user ``user`` (of FakeEhr) bound to the Entra object id ``object_id``. Meetings the
+        host prepares for ``user`` (``runtime.visits.meetings.prepare_visit``) are organized by
+        that identity. Seeding the same binding again returns it."""
+        binder = IdentityBinder(app.store, self.clock)
+        issuer = self.environment_config().fhir_base
+        existing = await binder.lookup(org_id, issuer, user)
+        if existing is not None and existing.object_id == object_id.lower():
+            return existing
+        return await binder.bind(
+            org_id,
+            issuer,
+            user,
+            MicrosoftIdentity(tenant_id=TENANT_ID, object_id=object_id),
+            organization_tenant_id=TENANT_ID,
+            launch_session_valid=True,  # seeding: stands in for the sign-in's launch session
+        )
+
     @staticmethod
     def _with_writer(config: EnvironmentConfig, writer: str) -> EnvironmentConfig:
         if writer == config.writer:
@@ -272,9 +300,21 @@ class Sandbox:
     ) -> str:
         """The EHR's *Begin virtual visit*: a ``launch`` value for this appointment."""
         return self.ehr.issue_launch(
-            appointment=appointment_id, encounter=encounter, user=user, location="dept-1",
+            appointment=appointment_id,
+            encounter=encounter,
+            user=user,
+            location="dept-1",
             login_department="dept-1",
-        )  # fmt: skip
+        )
+
+    def patient_launch(
+        self, appointment_id: str, *, patient: str = "patient-1", encounter: str = "encounter-1"
+    ) -> str:
+        """The patient portal's *Join video visit*: a ``launch`` value for this appointment, for
+        the app's patient launch URL (``/patient/{org_id}/{environment}``)."""
+        return self.ehr.issue_launch(
+            patient=patient, appointment=appointment_id, encounter=encounter, user=patient
+        )
 
 
 class _RouteTableTransport(httpx.AsyncBaseTransport):
@@ -295,9 +335,14 @@ class _RouteTableTransport(httpx.AsyncBaseTransport):
         if route is None:
             return httpx.Response(404)
         incoming = IncomingRequest(
-            route=route, path_params={}, params={}, session_id="graph", client_key="graph",
-            query=dict(request.url.params), body=await request.aread(),
-        )  # fmt: skip
+            route=route,
+            path_params={},
+            params={},
+            session_id="graph",
+            client_key="graph",
+            query=dict(request.url.params),
+            body=await request.aread(),
+        )
         result = await handle(self._app, incoming)
         if isinstance(result, WebStream):  # pragma: no cover - webhook routes never stream
             return httpx.Response(500)

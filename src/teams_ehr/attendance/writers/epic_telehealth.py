@@ -1,8 +1,9 @@
-"""Epic telehealth ``SetExternalConnectionStatus`` adapter (SPEC D4; smart-epic.md §2.10).
+"""The Epic telehealth strategy: ``SetExternalConnectionStatus`` per connect or disconnect.
 
 Epic shows a video visit's connection status on the provider's schedule through its
-Telehealth Context-Aware Linking web service. What is publicly known, and therefore what this
-adapter assumes (every item is configurable in :class:`TelehealthStatusOptions`):
+Telehealth Context-Aware Linking web service (https://open.epic.com/). What is publicly known,
+and therefore what this adapter assumes (every item is configurable in
+:class:`TelehealthStatusOptions`):
 
 * **Path** ``/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus`` relative to
   the organization's Interconnect base (public sample code; the ``2019`` revision is reported
@@ -11,36 +12,34 @@ adapter assumes (every item is configurable in :class:`TelehealthStatusOptions`)
 * **Parameters** in the query string: ``ConferenceID`` (the visit's ``sessionId=%CSN%``
   context token, :attr:`FhirTarget.conference_id`), ``ExternalID``, ``ExternalIDType``,
   ``VendorName``, ``ConnectionStatus``. ⚠ The status value codes and the ``ExternalIDType``
-  values are not documented publicly (Epic's integration guide is behind UserWeb): the
-  defaults (``connected → 1``, ``disconnected → 2``) mirror the one public sample and must be
-  confirmed per organization. ``ExternalID`` is our opaque participant key, never a name.
+  values are not documented publicly: the defaults (``connected → 1``, ``disconnected → 2``)
+  mirror the one public sample and must be confirmed per organization. ``ExternalID`` is our
+  opaque participant key, never a name.
 * **Method** ``POST`` by default (the public sample uses ``GET``; both are accepted here).
 * **Authentication**: the organization's OAuth 2.0 backend token (Epic accepts OAuth for web
   services), or HTTP Basic ``emp$<user>`` (Epic's documented non-OAuth scheme), plus the
   ``Epic-Client-ID`` header Epic requires on this call since February 2019.
 
 Setting a status is naturally idempotent, so retries never duplicate; the status is
-last-write-wins, so the durable note or audit record remains the legal record (I7).
+last-write-wins, so the durable note or audit record remains the legal record.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from teams_ehr._http import with_max_bytes
 from teams_ehr._types import Clock, Flow, utc_now
-from teams_ehr.attendance.writer import (
-    AttendanceDelivery,
-    WriteOutcome,
-    WriterStrategy,
-    fhir_error_for,
-)
-from teams_ehr.errors import ConfigurationError
+from teams_ehr.attendance.events import AttendanceKind, Role
+from teams_ehr.attendance.writers.base import FhirWriter
+from teams_ehr.attendance.writers.fhir_http import fhir_error_for
+from teams_ehr.attendance.writers.models import AttendanceDelivery, WriteOutcome, WriterStrategy
+from teams_ehr.errors import ConfigurationError, UsageError
+from teams_ehr.sansio import with_max_bytes
 
 __all__ = [
     "DEFAULT_STATUS_PATH",
@@ -54,15 +53,18 @@ _FHIR_SUFFIXES = ("/api/FHIR/R4", "/api/FHIR/STU3", "/api/FHIR/DSTU2")
 
 
 class TelehealthStatusOptions(BaseModel):
-    """Per-organization settings for ``SetExternalConnectionStatus`` (see module docstring)."""
+    """Per-organization settings for ``SetExternalConnectionStatus`` (see the module docstring).
+
+    ``status_codes`` maps the kinds to send to Epic's status values (other kinds are
+    ``skipped``); ``external_id_types`` maps roles to ``ExternalIDType`` values."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     path: str = DEFAULT_STATUS_PATH
     method: Literal["POST", "GET"] = "POST"
     interconnect_base: str | None = None
     vendor_name: str = "Microsoft Teams"
-    status_codes: dict[str, str] = {"connected": "1", "disconnected": "2"}
-    external_id_types: dict[str, str] = {"patient": "1", "provider": "2", "other": "3"}
+    status_codes: dict[AttendanceKind, str] = {"connected": "1", "disconnected": "2"}
+    external_id_types: dict[Role, str] = {"patient": "1", "provider": "2", "other": "3"}
     epic_client_id: str | None = None
     auth: Literal["bearer", "basic"] = "bearer"
     basic_user: str | None = None
@@ -79,18 +81,15 @@ def interconnect_base(fhir_base: str) -> str:
 
 
 @dataclass(frozen=True)
-class EpicTelehealthStatusWriter:
-    """Per-fact strategy: one status call per connect/disconnect (kinds in ``status_codes``)."""
+class EpicTelehealthStatusWriter(FhirWriter):
+    """Per-fact strategy: one status call per fact of a kind in ``options.status_codes``."""
 
     options: TelehealthStatusOptions = field(default_factory=TelehealthStatusOptions)
     clock: Clock = utc_now
-    strategy: WriterStrategy = WriterStrategy.EPIC_TELEHEALTH_STATUS
+    strategy: ClassVar[WriterStrategy] = WriterStrategy.EPIC_TELEHEALTH_STATUS
 
     def accepts(self, kind: str) -> bool:
         return kind in self.options.status_codes
-
-    def lock_key(self, fact_batch: AttendanceDelivery) -> str | None:
-        return None
 
     def _authorization(self, access_token: SecretStr) -> str:
         opts = self.options
@@ -102,20 +101,25 @@ class EpicTelehealthStatusWriter:
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
     def build_request(
-        self, fact_batch: AttendanceDelivery, *, fhir_base: str, access_token: SecretStr
+        self, delivery: AttendanceDelivery, *, fhir_base: str, access_token: SecretStr
     ) -> httpx.Request:
-        """The status request for the batch's (single) fact."""
+        """The status request for the delivery's (single) fact."""
         opts = self.options
-        fact = fact_batch.facts[0]
-        conference = fact_batch.target.conference_id
+        fact = delivery.facts[0]
+        conference = delivery.target.conference_id
         if not conference:
             raise ConfigurationError("a conference id is needed", reason="missing_target")
+        status = opts.status_codes.get(fact.kind)
+        if status is None:
+            raise UsageError(
+                f"no telehealth status is configured for {fact.kind!r} facts", reason="bad_fact"
+            )
         params = {
             "ConferenceID": conference,
             "ExternalID": fact.participant_key,
             "ExternalIDType": opts.external_id_types.get(fact.role, "3"),
             "VendorName": opts.vendor_name,
-            "ConnectionStatus": opts.status_codes[fact.kind],
+            "ConnectionStatus": status,
         }
         headers = {"Accept": "application/json", "Authorization": self._authorization(access_token)}
         if opts.epic_client_id:
@@ -124,13 +128,10 @@ class EpicTelehealthStatusWriter:
         request = httpx.Request(opts.method, base + opts.path, params=params, headers=headers)
         return with_max_bytes(request, 65_536)
 
-    def write_flow(
-        self, fact_batch: AttendanceDelivery, *, fhir_base: str, access_token: SecretStr
+    def _flow(
+        self, delivery: AttendanceDelivery, *, fhir_base: str, access_token: SecretStr
     ) -> Flow[WriteOutcome]:
-        fact = fact_batch.facts[0]
-        if not self.accepts(fact.kind):
-            return WriteOutcome("skipped")
-        request = self.build_request(fact_batch, fhir_base=fhir_base, access_token=access_token)
+        request = self.build_request(delivery, fhir_base=fhir_base, access_token=access_token)
         response = yield request
         if response.is_success:
             return WriteOutcome("sent")

@@ -1,9 +1,11 @@
-"""Which appointment a launch is about, and when it is (SPEC B2 "start/end from the appointment").
+"""Which appointment a launch is about, and when it is: the visit key and its time window.
 
 The visit key is the FHIR Appointment id: Epic returns it as the ``appointment`` launch-context
-key (smart-epic.md §2.3); SMART 2.x EHRs may put ``Appointment/<id>`` in ``fhirContext``. A launch
-without an appointment (an unscheduled encounter) uses ``Encounter/<id>`` as the key and a window
-from now. Only the times are read from the Appointment; nothing of it is kept.
+parameter; SMART App Launch 2.x EHRs may put ``Appointment/<id>`` in ``fhirContext``
+(https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html). A launch without an
+appointment (an unscheduled encounter) uses ``Encounter/<id>`` as the key and a window from now.
+Only the times are read from the Appointment (one FHIR read with the launch's token); nothing of
+it is kept.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from datetime import datetime, timedelta
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from teams_ehr._http import with_max_bytes
-from teams_ehr._types import Flow
 from teams_ehr.errors import FhirError, FhirUnavailableError, UsageError
+from teams_ehr.sansio import Flow, with_max_bytes
 from teams_ehr.smart.context import LaunchContext
 
 __all__ = ["VisitSlot", "appointment_slot_flow", "visit_key"]
@@ -80,7 +81,10 @@ def appointment_slot_flow(
     if appointment.resource_type != "Appointment":
         raise FhirError("not an Appointment resource", reason="fhir_invalid")
     start = appointment.start or now
-    end = appointment.end or start + UNSCHEDULED_LENGTH
-    if end <= start:
-        end = start + UNSCHEDULED_LENGTH
+    try:
+        end = appointment.end or start + UNSCHEDULED_LENGTH
+        if end <= start:
+            end = start + UNSCHEDULED_LENGTH
+    except OverflowError:  # a start within an hour of year 9999
+        raise FhirError("appointment times are out of range", reason="fhir_invalid") from None
     return VisitSlot(key, start, end)

@@ -1,16 +1,25 @@
-"""Drivers that run a sans-IO :data:`~teams_ehr._types.Flow` on an httpx client.
+"""Sans-IO protocol flows and the two drivers that run them on an httpx client.
 
-The protocol logic lives in generators that yield :class:`httpx.Request` and receive
-:class:`httpx.Response` (DESIGN.md rule 3); these two drivers are the only places that do I/O for
-them. Responses are read under a size cap, redirects are never followed, and network failures
-become :class:`~teams_ehr.errors.TransportError` without the URL's query string. Two more rules
-let flows recover without doing I/O themselves:
+Every protocol in teams-ehr (SMART discovery, authorization, token requests, id_token checks, the
+Graph and Entra token requests, FHIR writes) is a :data:`Flow`: a generator that yields an
+:class:`httpx.Request`, receives the :class:`httpx.Response` and finally returns its result. It
+never opens a socket. This is httpx's own ``Auth.auth_flow`` shape
+(https://www.python-httpx.org/advanced/authentication/#custom-authentication-schemes), and it
+lets one flow serve sync and async callers, and tests drive it by hand.
 
-* a :class:`~teams_ehr.errors.TransportError` is thrown *into* the flow at its ``yield``, so the
-  flow decides (retry a connection failure, serve a stale JWKS) — a flow that does not catch it
-  lets it propagate as before;
+:func:`run_sync` and :func:`run_async` are the drivers; they send each request with
+:func:`send_sync` / :func:`send_async`:
+
+* redirects are never followed, and a body is read under a size cap
+  (:data:`DEFAULT_MAX_RESPONSE_BYTES`, or the request's :func:`with_max_bytes`) — past it,
+  :class:`ResponseTooLargeError`;
+* a network failure becomes :class:`~teams_ehr.errors.TransportError` (without the URL's query
+  string) and is thrown *into* the flow at its ``yield``, so the flow decides (retry a connection
+  failure, serve a stale JWKS); a flow that does not catch it lets it propagate;
 * a request marked with :func:`with_delay` is sent only after that many seconds, so a flow can
-  honour ``Retry-After`` without sleeping itself.
+  honour ``Retry-After`` without sleeping itself. ``sleep`` is a parameter of both drivers.
+
+``run_async`` works on asyncio and trio (anyio). See docs/primitives/sansio.md.
 """
 
 from __future__ import annotations
@@ -25,7 +34,22 @@ from teams_ehr._redact import redact_url
 from teams_ehr._types import Flow, T
 from teams_ehr.errors import TransportError
 
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "Flow",
+    "ResponseTooLargeError",
+    "delay_of",
+    "max_bytes_of",
+    "run_async",
+    "run_sync",
+    "send_async",
+    "send_sync",
+    "with_delay",
+    "with_max_bytes",
+]
+
 _DELAY = "teams_ehr_delay_seconds"
+_MAX_BYTES = "teams_ehr_max_bytes"
 DEFAULT_MAX_RESPONSE_BYTES = 1_048_576
 """Cap on a response body read by the drivers (1 MiB); flows may ask for less."""
 
@@ -34,6 +58,34 @@ class ResponseTooLargeError(TransportError):
     """A peer sent a body larger than the cap."""
 
     default_reason = "response_too_large"
+
+
+# -- request marks ------------------------------------------------------------------------------
+
+
+def with_delay(request: httpx.Request, seconds: float) -> httpx.Request:
+    """Ask the driver to wait ``seconds`` before sending ``request``; returns ``request``."""
+    request.extensions = {**request.extensions, _DELAY: max(0.0, seconds)}
+    return request
+
+
+def delay_of(request: httpx.Request) -> float:
+    """The wait requested by :func:`with_delay` (0 if none)."""
+    return float(request.extensions.get(_DELAY, 0.0))
+
+
+def with_max_bytes(request: httpx.Request, limit: int) -> httpx.Request:
+    """Mark ``request`` so the drivers refuse a response body over ``limit`` bytes."""
+    request.extensions = {**request.extensions, _MAX_BYTES: limit}
+    return request
+
+
+def max_bytes_of(request: httpx.Request) -> int:
+    """The body cap of ``request``: its :func:`with_max_bytes` mark or the default."""
+    return int(request.extensions.get(_MAX_BYTES, DEFAULT_MAX_RESPONSE_BYTES))
+
+
+# -- sending one request ------------------------------------------------------------------------
 
 
 def _transport_error(request: httpx.Request, exc: httpx.TransportError) -> TransportError:
@@ -45,13 +97,17 @@ def _check_size(request: httpx.Request, size: int, limit: int) -> None:
         raise ResponseTooLargeError(f"response over {limit} bytes from {redact_url(request.url)}")
 
 
-def _limit(request: httpx.Request) -> int:
-    return int(request.extensions.get("teams_ehr_max_bytes", DEFAULT_MAX_RESPONSE_BYTES))
+def _buffered(response: httpx.Response, body: bytes) -> httpx.Response:
+    # raw bytes: a header value with non-ASCII bytes cannot round-trip through str (RFC 9110 §5.5)
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )
 
 
 def send_sync(client: httpx.Client, request: httpx.Request) -> httpx.Response:
     """Send one request: no redirects, body read under the size cap."""
-    limit = _limit(request)
+    limit = max_bytes_of(request)
     try:
         response = client.send(request, follow_redirects=False, stream=True)
         try:
@@ -68,7 +124,7 @@ def send_sync(client: httpx.Client, request: httpx.Request) -> httpx.Response:
 
 async def send_async(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
     """Send one request: no redirects, body read under the size cap."""
-    limit = _limit(request)
+    limit = max_bytes_of(request)
     try:
         response = await client.send(request, follow_redirects=False, stream=True)
         try:
@@ -83,28 +139,13 @@ async def send_async(client: httpx.AsyncClient, request: httpx.Request) -> httpx
     return _buffered(response, bytes(body))
 
 
-def _buffered(response: httpx.Response, body: bytes) -> httpx.Response:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
-    return httpx.Response(
-        response.status_code, headers=headers, content=body, request=response.request
-    )
-
-
-def with_delay(request: httpx.Request, seconds: float) -> httpx.Request:
-    """Ask the driver to wait ``seconds`` before sending ``request``."""
-    request.extensions = {**request.extensions, _DELAY: max(0.0, seconds)}
-    return request
-
-
-def delay_of(request: httpx.Request) -> float:
-    """The wait requested by :func:`with_delay` (0 if none)."""
-    return float(request.extensions.get(_DELAY, 0.0))
+# -- the drivers --------------------------------------------------------------------------------
 
 
 def run_sync(
     flow: Flow[T], client: httpx.Client, *, sleep: Callable[[float], None] = time.sleep
 ) -> T:
-    """Drive ``flow`` to completion on a synchronous client."""
+    """Drive ``flow`` to completion on a synchronous client and return its result."""
     try:
         request = next(flow)
         while True:
@@ -140,9 +181,3 @@ async def run_async(
                 request = flow.send(response)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-
-
-def with_max_bytes(request: httpx.Request, limit: int) -> httpx.Request:
-    """Mark ``request`` so the drivers refuse a response body over ``limit`` bytes."""
-    request.extensions = {**request.extensions, "teams_ehr_max_bytes": limit}
-    return request

@@ -1,8 +1,10 @@
-"""What the visit flows keep between requests, and how they read it back (SPEC C3, C4, C6).
+"""What the visit flows keep between requests, and how they read it back.
 
-Nothing lives in process memory between a launch and its callback: the pending authorization,
-the launch session waiting for the clinician's first Microsoft sign-in, and the meeting are rows of
-the store (payloads encrypted at rest), so any instance can serve any step.
+Nothing lives in process memory between a launch and its callback: the pending authorization
+(the SMART App Launch ``state``, single use), the launch session waiting for the clinician's
+first Microsoft sign-in and the meeting are rows of the store, payloads encrypted at rest, so any
+instance can serve any step (docs/guides/integrator.md, "One process or many"). The organization a
+step acts for is read back from the registry the same way, and must still be active.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
 
-from teams_ehr.errors import StateInvalidError
+from teams_ehr.errors import StateInvalidError, UntrustedIssuerError
 from teams_ehr.orgs.models import EnvironmentName, Organization
+from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.authorize import PendingAuthorization
 from teams_ehr.store.protocol import MeetingRow
 from teams_ehr.teams.meetings import Meeting
@@ -23,6 +26,7 @@ __all__ = [
     "LaunchRole",
     "LaunchSession",
     "PendingLaunch",
+    "active_org",
     "has_active_environment",
     "launch_session_key",
     "meeting_of",
@@ -30,6 +34,7 @@ __all__ = [
 ]
 
 LaunchRole = Literal["provider", "consult", "patient", "approval"]
+"""Whom an authorization serves; the SMART ``/callback`` dispatches on it."""
 
 
 class PendingLaunch(BaseModel):
@@ -77,7 +82,16 @@ def open_pending(taken: tuple[str, bytes] | None) -> tuple[PendingLaunch, Pendin
 
 
 def has_active_environment(org: Organization) -> bool:
+    """Whether any environment of ``org`` is approved and active."""
     return any(env is not None and env.state == "active" for env in (org.test, org.production))
+
+
+async def active_org(registry: OrganizationRegistry, org_id: str) -> Organization:
+    """The organization, if it has an active environment; UntrustedIssuerError otherwise."""
+    org = await registry.get(org_id)
+    if org is None or not has_active_environment(org):
+        raise UntrustedIssuerError("organization is not active")
+    return org
 
 
 def meeting_of(row: MeetingRow) -> Meeting:

@@ -1,26 +1,10 @@
-"""Patient join links ``/j/<token>`` for text and e-mail invitations (SPEC C4, security.md T20).
+"""Patient join links ``/j/<token>`` for text and e-mail invitations (threat T20, docs/security.md).
 
-Rules (T20; ASVS 11.5.1, 2.4.1):
-
-* the token is 256 bits from the OS CSPRNG (``secrets.token_urlsafe(32)``: 43 URL-safe
-  characters) and opaque: it encodes no appointment, name or date;
-* only ``SHA-256(token)`` is stored, with the organization, the meeting's external id and the
-  validity window ``start − before`` … ``end + after`` (30 and 60 minutes by default). The window
-  is half-open: valid from ``not_before`` inclusive until ``not_after`` exclusive;
-* links are multi-use inside the window so a patient can rejoin (the Teams lobby, where the
-  clinician admits them, is the authorization control), and revocable per meeting (cancel,
-  reschedule);
-* every refusal — malformed, unknown, not yet valid, expired, revoked — raises
-  :class:`~teams_ehr.errors.JoinLinkInvalidError` with the *same* message and status (404); only
-  the internal ``reason`` differs, for logs and metrics;
-* attempts are rate-limited per client key (e.g. the client IP) per minute through
-  :meth:`NonceStore.count_hit <teams_ehr.store.protocol.NonceStore.count_hit>`; past the limit
-  :class:`~teams_ehr.errors.JoinLinkRateLimitedError` (a ``JoinLinkInvalidError`` with status 429
-  and the same message: the status tells a client to slow down, never whether a token exists).
-
-The format is checked before any store call, and the lookup is by hash, so response time does not
-depend on how much of a guessed token matches. Logs carry reason codes and at most an 8-character
-prefix of the token *hash*; never the token, and the client key only hashed.
+:class:`JoinLinkService` issues an opaque 256-bit token per meeting, stores only its SHA-256 with
+the meeting and a validity window, resolves it with one uniform refusal whatever the cause, rate
+limits attempts per client and revokes every link of a meeting on cancel or reschedule (OWASP
+ASVS 2.4.1, 11.5.1). Logs carry reason codes and at most an 8-character prefix of the token
+*hash*, never the token, and the client key only hashed.
 """
 
 from __future__ import annotations
@@ -75,7 +59,29 @@ def _invalid(reason: str) -> JoinLinkInvalidError:
 
 
 class JoinLinkService:
-    """Issue, resolve and revoke join links over a :class:`JoinLinkStore` (C4, T20)."""
+    """Issue, resolve and revoke join links over a :class:`JoinLinkStore` (threat T20).
+
+    Rules:
+
+    * the token is 256 bits from the OS CSPRNG (``secrets.token_urlsafe(32)``: 43 URL-safe
+      characters) and opaque: it encodes no appointment, name or date;
+    * only ``SHA-256(token)`` is stored, with the organization, the meeting's external id and the
+      validity window ``start − before`` … ``end + after`` (30 and 60 minutes by default). The
+      window is half-open: valid from ``not_before`` inclusive until ``not_after`` exclusive;
+    * links are multi-use inside the window so a patient can rejoin (the Teams lobby, where the
+      clinician admits them, is the authorization control), and revocable per meeting;
+    * every refusal — malformed, unknown, not yet valid, expired, revoked — raises
+      :class:`~teams_ehr.errors.JoinLinkInvalidError` with the *same* message and status (404);
+      only the internal ``reason`` differs, for logs and metrics;
+    * attempts are rate-limited per client key (e.g. the client IP) per minute through
+      :meth:`NonceStore.count_hit <teams_ehr.store.protocol.NonceStore.count_hit>`; past the limit
+      :class:`~teams_ehr.errors.JoinLinkRateLimitedError` (a ``JoinLinkInvalidError`` with status
+      429 and the same message: the status tells a client to slow down, never whether a token
+      exists).
+
+    The format is checked before any store call, and the lookup is by hash, so response time does
+    not depend on how much of a guessed token matches.
+    """
 
     def __init__(
         self,
@@ -158,7 +164,8 @@ class JoinLinkService:
 
     async def _check_rate(self, client_key: str, now: datetime) -> None:
         window_start = now.replace(second=0, microsecond=0)
-        bucket = "joinlink:" + hashlib.sha256(client_key.encode("utf-8")).hexdigest()[:32]
+        key = client_key.encode("utf-8", "surrogatepass")  # any str, even a lone surrogate
+        bucket = "joinlink:" + hashlib.sha256(key).hexdigest()[:32]
         hits = await self._nonces.count_hit(bucket, window_start=window_start)
         if hits > self._rate_limit:
             retry_after = int((window_start + _RATE_WINDOW - now).total_seconds()) + 1
