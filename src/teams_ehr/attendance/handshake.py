@@ -77,7 +77,7 @@ class PendingHandshakes:
 
     async def is_pending(self, kind: HandshakeKind, now: datetime) -> bool:
         for handle, (kinds, until) in list(self._open.items()):
-            if until < now:
+            if until <= now:
                 del self._open[handle]
             elif kind in kinds:
                 return True
@@ -140,10 +140,14 @@ async def handle_validation(
         return WebhookResult(
             status=400, body=b"bad request", rejected=("validation_token_too_long",)
         )
+    try:
+        echoed = token.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a framework's decoder: not a token
+        return WebhookResult(status=400, body=b"bad request", rejected=("malformed_query",))
     if not await handshakes.is_pending(kind, now):
         _log.warning(
             "webhook validation refused: no pending subscription",
             extra={"security_event": "validation_not_pending"},
         )
         return WebhookResult(status=404, body=b"not found", rejected=("validation_not_pending",))
-    return WebhookResult(status=200, body=token.encode("utf-8"), accepted=1)
+    return WebhookResult(status=200, body=echoed, accepted=1)

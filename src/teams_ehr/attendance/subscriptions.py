@@ -47,6 +47,7 @@ _log = get_logger(__name__)
 
 MAX_MEETING_SUBSCRIPTION_LIFETIME = timedelta(days=3)
 _SAFETY = timedelta(minutes=5)
+_TICK = timedelta(microseconds=1)  # the stores keep microseconds
 Reconcile = Callable[[str, str, str], Awaitable[None]]
 """``(org_id, external_id, reason)`` → schedule a reconciliation (the runtime's reconciler)."""
 
@@ -197,7 +198,8 @@ class SubscriptionManager:
         """Renew every active subscription past ⅔ of its lifetime (reliability case R19); a
         renewal that fails is logged as an alert and retried on the next call. Returns the
         renewed rows."""
-        due = await self._store.list_subscriptions_expiring(now + self._lifetime / 3)
+        # ⅔ passed ⇔ expires_at <= now + lifetime/3; the store lists ``expires_at < before``
+        due = await self._store.list_subscriptions_expiring(now + self._lifetime / 3 + _TICK)
         renewed: list[SubscriptionRow] = []
         for row in due:
             if row.state != "active":
