@@ -128,6 +128,13 @@ CALL_EVENTS = st.builds(
 
 @given(CALL_EVENTS)
 @example({"eventType": "callStarted", "eventDateTime": "0001-01-01T00:00:00+05:00"})
+@example(
+    {
+        "eventType": "rosterUpdated",
+        "eventDateTime": NOW.isoformat(),
+        "participants@delta": [{"info": {"identity": {"user": {"id": "\ud800"}}}}],
+    }
+)
 def test_call_events_are_total(document: dict[str, Any]) -> None:
     assert_total(parse_call_event, document, org_id="org-a", keyer=KEYER)
 
@@ -250,6 +257,7 @@ def test_notification_bodies_are_total(body: bytes, decrypt_before_ack: bool) ->
     ),
     st.booleans(),
 )
+@example({"validationToken": "\ud800"}, True)
 def test_validation_requests_are_total(query: Any, pending: bool) -> None:
     async def validate() -> WebhookResult:
         handshakes = PendingHandshakes()

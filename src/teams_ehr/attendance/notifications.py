@@ -127,7 +127,8 @@ class ParticipantKeyer:
         return "ParticipantKeyer(secret=***)"
 
     def key(self, org_id: str, identity_id: str) -> str:
-        message = f"{org_id}\x1f{identity_id.strip().lower()}".encode()
+        # surrogatepass: a JSON "\ud800" escape decodes to a lone surrogate, still an id to hash
+        message = f"{org_id}\x1f{identity_id.strip().lower()}".encode("utf-8", "surrogatepass")
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:32]
 
 
