@@ -182,7 +182,9 @@ def mutants(session: nox.Session) -> None:
     drawn from that group's test selection. Shared settings are ``[tool.mutmut]`` in
     ``pyproject.toml``; the counts and every survivor's diff go to ``tests/mutation-report.md``
     (docs/security.md "Mutation testing" explains each survivor). ``MUTANTS_CHILDREN`` (default 1)
-    sets mutmut's ``--max-children``: the machines are shared.
+    sets mutmut's ``--max-children``: the machines are shared. ``MUTANTS_REPORT`` names another
+    report file (one per module group, so parallel runs don't overwrite each other); with module
+    arguments the report covers only their groups.
     """
     import json
     import re
@@ -270,6 +272,8 @@ def mutants(session: nox.Session) -> None:
             **base,
             "only_mutate": [f"src/teams_ehr/{m}" for m in selected],
             "pytest_add_cli_args_test_selection": list(test_paths),
+            # mutmut runs the tests inside mutants/: the docs tests need the pages there too.
+            "also_copy": [*base.get("also_copy", []), "docs", "mkdocs.yml", "README.md"],
         }
         text = (work / "pyproject.toml").read_text("utf-8")
         text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
@@ -292,10 +296,11 @@ def mutants(session: nox.Session) -> None:
             json.dumps({"modules": selected, "statuses": statuses, "survivors": survivors}), "utf-8"
         )
 
-    # The report covers every group that has ever run in this .nox folder.
+    # The report covers every group (or every group asked for) that has run in this .nox folder.
     rows, details = [], []
     totals: dict[str, int] = {}
-    for group in groups:
+    reported = [g for g, (mods, _) in groups.items() if not wanted or wanted & set(mods)]
+    for group in reported:
         summary_file = work_root / group / "summary.json"
         if not summary_file.exists():
             continue
@@ -329,5 +334,252 @@ def mutants(session: nox.Session) -> None:
         + " |"
     )
     report = "\n".join([*header, *rows, "", "## Survivors", "", *details])
-    (root / "tests" / "mutation-report.md").write_text(report.rstrip() + "\n", "utf-8")
-    session.log(f"mutants: {totals}; report in tests/mutation-report.md")
+    report_path = root / os.environ.get("MUTANTS_REPORT", "tests/mutation-report.md")
+    report_path.write_text(report.rstrip() + "\n", "utf-8")
+    session.log(f"mutants: {totals}; report in {report_path}")
+
+
+# -- release: the artifact is what is tested (docs/release.md) ---------------------------------
+# Run in this order (as .ci/run does): build, wheel-tests, then sbom and audit, which read what
+# wheel-tests left; each fails with a message naming the session to run first. min-versions
+# stands alone.
+
+DIST = Path("dist")
+# The environment the installed-wheel suites ran in, pinned: the SBOM and the audit read it.
+TEST_LOCK = DIST / "test-environment.lock.txt"
+# Against the installed wheel: the core, contract and example-host suites, the pytest11 plugin
+# and the console script (both entry points come from the wheel's metadata), and the release
+# tests themselves.
+WHEEL_SUITES = (*CORE_SUITES, *CONTRACT_SUITES, "tests/plugin", "tests/cli", "tests/release")
+# Two tests assume the source checkout's layout, not the wheel's: they find
+# examples/fastapi_app/app.py through teams_ehr.demo.example.EXAMPLE_PATH (derived from the
+# package's own location), and expect that path to be consulted, while a wheel ships the example
+# as teams_ehr.demo._fastapi_example. The wheel's demo app is tested by
+# test_fastapi_example_passes_the_host_contract, which runs here.
+SOURCE_TREE_ONLY = (
+    "tests/examples/test_fastapi_example.py::test_fastapi_example_runs_from_a_settings_file",
+    "tests/examples/test_fastapi_example.py::test_missing_example_is_a_clear_error",
+)
+# Test tools of the floors session, beside the core dependencies (their floors are in [test]).
+FLOOR_TOOLS = ("pytest", "hypothesis", "trio")
+# On the floors: the core suites, and the SMART token suite, which drives every core dependency
+# (httpx clients, pydantic models, PyJWT and cryptography keys, anyio) with no extra installed.
+FLOOR_SUITES = (*CORE_SUITES, "tests/smart_tokens")
+
+
+def _outside_tree(name: str) -> Path:
+    """A folder for ``name`` outside the source tree, one per checkout (so two checkouts on one
+    machine never share it): nothing under it can shadow or be shadowed by ``src/``."""
+    import hashlib
+    import tempfile
+
+    checkout = hashlib.sha256(str(Path.cwd().resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"teams-ehr-{checkout}" / name
+
+
+def _wheel_venv() -> Path:
+    return _outside_tree("wheel-venv")
+
+
+def _venv_python(venv: Path) -> str:
+    return str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+
+
+def _one(session: nox.Session, pattern: str) -> Path:
+    found = sorted(DIST.glob(pattern))
+    if len(found) != 1:
+        session.error(f"expected one {DIST / pattern}, found {len(found)}: run `nox -s build`")
+    return found[0]
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel into ``dist/`` and check them (.ci/check_dist.py).
+
+    The wheel is built from the tree, then again from the unpacked sdist, and the two must
+    match; ``twine check --strict`` renders the metadata as the package index will. Last, the
+    checker must reject the real wheel with ``py.typed`` removed: a check that cannot fail
+    proves nothing.
+    """
+    import zipfile
+
+    session.install("build>=1.2", "twine>=6")
+    shutil.rmtree(DIST, ignore_errors=True)
+    session.run("python", "-m", "build", "--sdist", "--wheel", "--outdir", str(DIST))
+    session.run("python", ".ci/check_dist.py", str(DIST), "--rebuild")
+    session.run(
+        "twine", "check", "--strict", str(_one(session, "*.whl")), str(_one(session, "*.tar.gz"))
+    )
+
+    broken = Path(session.create_tmp()) / "broken-dist"
+    shutil.rmtree(broken, ignore_errors=True)
+    broken.mkdir()
+    shutil.copy2(_one(session, "*.tar.gz"), broken)
+    wheel = _one(session, "*.whl")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(broken / wheel.name, "w") as target:
+        for item in source.infolist():
+            if item.filename != "teams_ehr/py.typed":
+                target.writestr(item, source.read(item))
+    output = session.run("python", ".ci/check_dist.py", str(broken), silent=True, success_codes=[1])
+    if "wheel: missing teams_ehr/py.typed" not in str(output):
+        session.error(f"the checker did not report the missing py.typed:\n{output}")
+    session.log("negative control: the checker rejects the wheel without py.typed")
+
+
+@nox.session(name="wheel-tests", python=DEFAULT_PYTHON)
+def wheel_tests(session: nox.Session) -> None:
+    """Install the built wheel into a fresh virtual environment outside the source tree and
+    run the suites against it.
+
+    ``TEAMS_EHR_EXPECT_INSTALLED`` turns on tests/release/installed_guard.py, which fails the
+    run unless every ``teams_ehr`` module the tests load comes from that environment (never
+    from ``src/``). The environment's pins go to ``dist/test-environment.lock.txt`` for the
+    ``sbom`` and ``audit`` sessions; the environment stays until the next run.
+    """
+    venv = _wheel_venv()
+    shutil.rmtree(venv.parent, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    python = _venv_python(venv)
+    session.run(python, "-m", "pip", "install", "-q", "--upgrade", "pip", external=True)
+    wheel = _one(session, "*.whl").resolve()
+    session.run(python, "-m", "pip", "install", "-q", f"{wheel}[test]", external=True)
+    lock = session.run(
+        python, "-m", "pip", "freeze", "--exclude", "teams-ehr", external=True, silent=True
+    )
+    TEST_LOCK.write_text(str(lock), encoding="utf-8")
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-p",
+        "installed_guard",
+        *WHEEL_SUITES,
+        *(f"--deselect={test}" for test in SOURCE_TREE_ONLY),
+        *session.posargs,
+        env={
+            "TEAMS_EHR_EXPECT_INSTALLED": str(venv),
+            "PYTHONPATH": str(Path("tests/release").resolve()),
+        },
+        external=True,
+    )
+
+
+@nox.session(name="min-versions", python=DEFAULT_PYTHON)
+def min_versions(session: nox.Session) -> None:
+    """The core and SMART token suites on the lowest versions ``pyproject.toml`` allows (every
+    ``>=`` floor of the core dependencies, and of the test tools): a floor nobody tests is a guess.
+    """
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads(Path("pyproject.toml").read_text("utf-8"))["project"]
+    tools = [
+        Requirement(text)
+        for text in project["optional-dependencies"]["test"]
+        if Requirement(text).name in FLOOR_TOOLS
+    ]
+    pins = []
+    for requirement in [*map(Requirement, project["dependencies"]), *tools]:
+        floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(floors) != 1:
+            session.error(f"{requirement} declares no single >= floor to test")
+        pins.append(f"{requirement.name}=={floors[0]}")
+    constraints = Path(session.create_tmp()) / "floors.txt"
+    constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
+    session.log("floors: " + ", ".join(pins))
+    session.install("-c", str(constraints), "-e", ".", *FLOOR_TOOLS)
+    session.run("python", "-m", "pip", "freeze", "--exclude-editable")
+    session.run("python", "-m", "pytest", "-p", "no:teams_ehr", *FLOOR_SUITES, *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def sbom(session: nox.Session) -> None:
+    """A CycloneDX SBOM (JSON, validated against the schema) of the environment the wheel's
+    suites passed in: ``dist/teams-ehr-<version>.cdx.json``."""
+    session.install("cyclonedx-bom>=7.5")
+    python = _venv_python(_wheel_venv())
+    if not Path(python).exists():
+        session.error(f"no tested environment at {python}: run `nox -s wheel-tests` first")
+    name = _one(session, "*.whl").name.split("-")[1]
+    session.run(
+        "cyclonedx-py",
+        "environment",
+        "--pyproject",
+        "pyproject.toml",
+        "--mc-type",
+        "library",
+        "--output-reproducible",
+        "--output-format",
+        "JSON",
+        "--output-file",
+        str(DIST / f"teams-ehr-{name}.cdx.json"),
+        python,
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def audit(session: nox.Session) -> None:
+    """Known vulnerabilities in every pinned package of the tested environment, which resolves
+    every declared dependency and extra: pip-audit with PyPI's advisory data.
+
+    A package pip-audit could not audit (a mirror without the per-release JSON it reads) is
+    audited by .ci/audit_pins.py from the project JSON, which covers the latest release; a pin
+    neither can audit fails the session. So does any known vulnerability, and, with its own
+    message, advisory data that could not be fetched: an audit that did not run never passes.
+    """
+    import json
+    import re
+
+    session.install("pip-audit>=2.10")
+    if not TEST_LOCK.exists():
+        session.error(f"no {TEST_LOCK}: run `nox -s wheel-tests` first")
+    tmp = Path(session.create_tmp())
+    report = tmp / "audit.json"
+    report.unlink(missing_ok=True)
+    session.run(
+        "pip-audit",
+        "--no-deps",
+        "--disable-pip",
+        "--progress-spinner",
+        "off",
+        "--requirement",
+        str(TEST_LOCK),
+        "--format",
+        "json",
+        "--output",
+        str(report),
+        success_codes=[0, 1],
+    )
+    try:
+        results = json.loads(report.read_text(encoding="utf-8"))["dependencies"]
+    except (OSError, ValueError, KeyError):
+        session.error(
+            "pip-audit wrote no report: it failed before auditing (see its output above). The "
+            "audit did not run, so this session fails."
+        )
+    found = [
+        f"{dep['name']} {dep['version']}: {vuln['id']} "
+        f"(fixed in {', '.join(vuln['fix_versions']) or 'no release'})"
+        for dep in results
+        for vuln in dep.get("vulns", [])
+    ]
+    if found:
+        session.error("known vulnerabilities:\n" + "\n".join(found))
+
+    def canonical(name: str) -> str:  # PEP 503 normalized: PyJWT, fhir.resources, typing_extensions
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    skipped = {canonical(dep["name"]) for dep in results if "skip_reason" in dep}
+    audited = len(results) - len(skipped)
+    session.log(f"pip-audit: {audited} packages audited, {len(skipped)} it could not audit")
+    if skipped:
+        pins = [
+            line
+            for line in TEST_LOCK.read_text(encoding="utf-8").splitlines()
+            if canonical(line.partition("==")[0].strip()) in skipped
+        ]
+        rest = tmp / "not-audited.txt"
+        rest.write_text("\n".join(pins) + "\n", encoding="utf-8")
+        session.log("auditing those from the project JSON: .ci/audit_pins.py")
+        session.run("python", ".ci/audit_pins.py", str(rest))

@@ -1,7 +1,7 @@
 """A FastAPI host for teams-ehr (requirement E2): the library's routes, nothing else of substance.
 
 Run it with your settings (a TOML file and/or ``TEAMS_EHR__SECTION__KEY`` variables, see
-``settings.example.toml``)::
+``settings.example.toml``, or run ``teams-ehr init`` here)::
 
     TEAMS_EHR_SETTINGS=settings.toml uvicorn --factory app:app_from_environment
 

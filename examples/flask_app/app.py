@@ -2,7 +2,7 @@
 
 The runtime is async; ``FlaskTeamsEhr`` reaches it through one long-lived anyio blocking portal.
 Run it with your settings (a TOML file and/or ``TEAMS_EHR__SECTION__KEY`` variables, see
-``settings.example.toml`` beside the FastAPI example)::
+``settings.example.toml``, or run ``teams-ehr init`` here)::
 
     TEAMS_EHR_SETTINGS=settings.toml flask --app app:app_from_environment run
 """

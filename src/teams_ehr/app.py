@@ -18,6 +18,7 @@ loop that opened it: the store they share refuses calls from any other loop
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast
 
 import anyio
 import httpx
@@ -51,7 +52,7 @@ from teams_ehr.smart.flows import AsyncSmartLaunchClient
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.store.factory import open_store
 from teams_ehr.store.protocol import MeetingRow, Store
-from teams_ehr.teams.credentials import ClientCredentialsProvider
+from teams_ehr.teams.credentials import CertificateCredential, ClientCredentialsProvider
 from teams_ehr.teams.graph_client import GraphClient
 from teams_ehr.teams.join_urls import TEAMS_HOSTS
 from teams_ehr.teams.meetings import GraphMeetingFactory, MeetingFactory
@@ -71,6 +72,27 @@ from teams_ehr.visits.records import LaunchRole
 __all__ = ["DefaultOrgServices", "TeamsEhr", "VisitFlows", "load_signers"]
 
 MICROSOFT_CALLBACK_PATH = "/microsoft/callback"
+
+
+class MicrosoftStandIn(Protocol):
+    """What the runtime needs of the Microsoft sandbox (``settings.microsoft_sandbox``,
+    :mod:`teams_ehr.microsoft_sandbox`): a transport serving Microsoft's hosts, the sandbox
+    tenant's administrators, and the open runtime for Graph's webhooks."""
+
+    def transport(self, network: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport: ...
+
+    def administrators(
+        self, configured: Mapping[str, frozenset[str]]
+    ) -> dict[str, frozenset[str]]: ...
+
+    def attach(self, runtime: TeamsEhr) -> None: ...
+
+
+def _microsoft_sandbox(settings: TeamsEhrSettings, clock: Clock) -> MicrosoftStandIn:
+    """The Microsoft sandbox, loaded by module name (as an entry point would be): it serves the
+    package's fakes, which the core never imports (docs/guides/ehr-analyst.md)."""
+    module = importlib.import_module("teams_ehr.microsoft_sandbox")
+    return cast(MicrosoftStandIn, module.MicrosoftSandbox(settings, clock=clock))
 
 
 def load_signers(settings: TeamsEhrSettings) -> dict[EnvironmentName, Signer]:
@@ -169,13 +191,25 @@ class DefaultOrgServices:
     def entra_config_for(
         self, tenant_id: str, callback_path: str = MICROSOFT_CALLBACK_PATH
     ) -> EntraAppConfig:
-        """Microsoft sign-in at the tenant's own authority, back to ``callback_path``."""
+        """Microsoft sign-in at the tenant's own authority, back to ``callback_path``; the code is
+        redeemed with the app's certificate when one is configured, else with its secret."""
         microsoft = self._settings.microsoft
+        certificate = microsoft.certificate()
+        if certificate is None and microsoft.client_secret is None:
+            raise ConfigurationError(
+                "Microsoft sign-in needs the app's credential: set microsoft.client_secret "
+                "(TEAMS_EHR__MICROSOFT__CLIENT_SECRET) or microsoft.certificate_path and "
+                "microsoft.private_key_path (docs/guides/microsoft-admin.md)",
+                reason="microsoft_credential_missing",
+            )
         return EntraAppConfig(
             tenant_id=tenant_id,
             client_id=microsoft.client_id,
             redirect_uri=self._settings.app_base_url + callback_path,
-            client_secret=microsoft.client_secret,
+            client_secret=None if certificate else microsoft.client_secret,
+            client_auth=CertificateCredential(microsoft.client_id, certificate)
+            if certificate
+            else None,
             authority_host=microsoft.authority_host,
         )
 
@@ -306,6 +340,7 @@ class _OpenParts:
     joinlinks: JoinLinkService
     visits: VisitFlows
     admin: AdminService
+    microsoft_sandbox: MicrosoftStandIn | None = None
 
 
 class TeamsEhr:
@@ -369,17 +404,24 @@ class TeamsEhr:
 
     async def _open(self, stack: AsyncExitStack, loop: object | None) -> _OpenParts:
         settings = self.settings
+        sandbox = _microsoft_sandbox(settings, self.clock) if settings.microsoft_sandbox else None
         http = self._http
         if http is None:
-            client = httpx.AsyncClient(
-                timeout=20.0,
-                # threat T29: names resolved per request, internal addresses refused;
-                # `localhost` only in a loopback development deployment (allow_http)
-                transport=AsyncPinningTransport(
-                    loopback_hosts=["localhost"] if settings.allow_http else []
-                ),
+            # threat T29: names resolved per request, internal addresses refused;
+            # `localhost` only in a loopback development deployment (allow_http)
+            transport: httpx.AsyncBaseTransport = AsyncPinningTransport(
+                loopback_hosts=["localhost"] if settings.allow_http else []
             )
+            if sandbox is not None:  # Microsoft's hosts served in-process, the EHR for real
+                transport = sandbox.transport(transport)
+            client = httpx.AsyncClient(timeout=20.0, transport=transport)
             http = await stack.enter_async_context(client)
+        elif sandbox is not None:
+            raise ConfigurationError(
+                "microsoft_sandbox serves Microsoft's hosts through the runtime's own HTTP "
+                "client: do not inject http= with it (docs/guides/ehr-analyst.md)",
+                reason="invalid_settings",
+            )
         raw_store: Store
         if self._store is None:
             opened = open_store(
@@ -428,7 +470,9 @@ class TeamsEhr:
             app_base_url=settings.app_base_url,
             clock=self.clock,
             policy=AdminPolicy(
-                administrators=settings.admin.administrators,
+                administrators=settings.admin.administrators
+                if sandbox is None
+                else sandbox.administrators(settings.admin.administrators),
                 session_ttl=settings.admin.session_ttl,
                 allow_http=settings.allow_http,
             ),
@@ -445,7 +489,10 @@ class TeamsEhr:
             joinlinks=joinlinks,
             visits=visits,
             admin=admin,
+            microsoft_sandbox=sandbox,
         )
+        if sandbox is not None:
+            sandbox.attach(self)
         if attendance is not None and settings.attendance.workers:
             group = await stack.enter_async_context(anyio.create_task_group())
             stop = anyio.Event()
@@ -464,7 +511,10 @@ class TeamsEhr:
     ) -> VisitFlows:
         clock = self.clock
         hosts = TEAMS_HOSTS | self.settings.microsoft.extra_join_hosts
-        policy = VisitPolicy(allowed_join_hosts=hosts)
+        policy = VisitPolicy(
+            allowed_join_hosts=hosts,
+            launch_replay_window=self.settings.smart.launch_replay_window,
+        )
         key = self.settings.external_id_key_bytes()
         launch = EhrLaunch(
             store=store, registry=registry, services=services, policy=policy, clock=clock
@@ -594,6 +644,13 @@ class TeamsEhr:
         """The visit flows (:class:`VisitFlows`). Raises ``ConfigurationError`` (``not_open``)
         unless the runtime is open."""
         return self._opened("visits").visits
+
+    @property
+    def microsoft_sandbox(self) -> MicrosoftStandIn | None:
+        """The Microsoft sandbox (:mod:`teams_ehr.microsoft_sandbox`) when
+        ``settings.microsoft_sandbox`` is on, else ``None``. Raises ``ConfigurationError``
+        (``not_open``) unless the runtime is open."""
+        return self._opened("microsoft_sandbox").microsoft_sandbox
 
     @property
     def admin(self) -> AdminService:

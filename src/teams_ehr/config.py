@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import SplitResult, urlsplit
@@ -36,6 +38,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -223,6 +226,10 @@ class SmartSettings(_Settings):
     patient_scopes: tuple[str, ...] = ("launch", "openid", "fhirUser", "patient/Appointment.rs")
     approval_scopes: tuple[str, ...] = ("openid", "fhirUser")
     use_post: bool = False
+    # how long a SMART `launch` value stays single use per issuer (threat T06, docs/security.md)
+    launch_replay_window: timedelta = Field(
+        default=timedelta(hours=1), gt=_ZERO, le=timedelta(days=1)
+    )
 
     @field_validator("test_key_path", "production_key_path")
     @classmethod
@@ -307,6 +314,9 @@ class AttendanceSettings(_Settings):
     # Reconciliation from the attendance report runs this long after the meeting ends.
     reconcile_delay: timedelta = Field(default=timedelta(minutes=15), ge=_ZERO)
     outbox_max_age: timedelta = Field(default=timedelta(hours=72), gt=_ZERO)
+    # A write-back the EHR's token endpoint refuses for good (RFC 6749 §5.2 4xx, e.g.
+    # invalid_client) is dead-lettered after this many attempts; transient errors keep retrying.
+    permanent_failure_attempts: int = Field(default=3, ge=1, le=50)
     # Retention (docs/guides/attendance.md#retention), applied by the hourly purge of the
     # maintenance loop. A processed inbox row is the dedupe record of a notification: Graph
     # redelivers for up to 4 h, so it is kept at least that long (default 24 h, 6x the window).
@@ -372,11 +382,57 @@ class TeamsEhrSettings(_Settings):
     attendance: AttendanceSettings = AttendanceSettings()
     admin: AdminSettings = AdminSettings()
     allow_http: bool = False  # loopback development and tests only
+    # Microsoft sandbox mode (docs/guides/ehr-analyst.md): the host itself plays Microsoft's side
+    # (FakeEntra, FakeGraph, simulated Teams pages), for a loopback app_base_url only unless the
+    # explicit development flag microsoft_sandbox_off_loopback is set too.
+    microsoft_sandbox_off_loopback: bool = False
+    microsoft_sandbox: bool = False
+    # reverse proxies (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed: docs/guides/integrator.md, "Behind a reverse proxy"
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @field_validator("app_base_url")
     @classmethod
     def _base(cls, value: str) -> str:
         return _http_url(value, example="https://visits.example.org").rstrip("/")
+
+    @field_validator("microsoft_sandbox")
+    @classmethod
+    def _sandbox_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        base = info.data.get("app_base_url")
+        if not value or info.data.get("microsoft_sandbox_off_loopback") or base is None:
+            return value
+        host = urlsplit(base).hostname or ""
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                "the Microsoft sandbox serves fake Microsoft sign-in and Teams pages, so it runs "
+                "only on a loopback app_base_url (http://127.0.0.1:<port> or http://localhost:"
+                "<port>): change app_base_url, turn microsoft_sandbox off, or set the development "
+                "flag microsoft_sandbox_off_loopback = true on a machine no one else can reach"
+            )
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        networks = []
+        for each in value:
+            try:
+                networks.append(ipaddress.ip_network(str(each).strip(), strict=True))
+            except ValueError:
+                raise ValueError(
+                    f"{str(each)[:64]!r} is not an IP address or network: list the addresses "
+                    'your reverse proxies connect from, e.g. ["127.0.0.1", "10.0.0.0/8"]'
+                ) from None
+        return tuple(networks)
 
     @field_validator("store_url")
     @classmethod

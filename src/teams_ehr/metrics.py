@@ -309,6 +309,11 @@ class StandardMetrics:
             "dead_letters": r.counter(
                 "teams_ehr_dead_letters_total", "Outbox items moved to the dead-letter state."
             ),
+            "dead_letter_reasons": r.counter(
+                "teams_ehr_dead_letter_reasons_total",
+                "Outbox items moved to the dead-letter state, by reason code.",
+                reason=LabelRule.code(),
+            ),
             "notifications": r.counter(
                 "teams_ehr_notifications_total",
                 "Graph change notifications received, by outcome.",
@@ -323,6 +328,7 @@ class StandardMetrics:
     security_refusals: Counter = field(init=False)
     outbox_depth: Gauge = field(init=False)
     dead_letters: Counter = field(init=False)
+    dead_letter_reasons: Counter = field(init=False)
     notifications: Counter = field(init=False)
 
 
@@ -360,9 +366,14 @@ def record_security_refusal(
     metrics.security_refusals.inc(count, reason=reason)
 
 
-def record_dead_letter(count: int = 1, *, metrics: StandardMetrics = DEFAULT) -> None:
-    """Outbox rows the worker moved to ``dead`` (after a successful ``mark_dead``)."""
+def record_dead_letter(
+    count: int = 1, *, reason: str | None = None, metrics: StandardMetrics = DEFAULT
+) -> None:
+    """Outbox rows the worker moved to ``dead`` (after a successful ``mark_dead``), also counted
+    by their ``reason`` code (``oauth_invalid_client``, ``fhir_bad_request``, ``expired`` …)."""
     metrics.dead_letters.inc(count)
+    if reason is not None:
+        metrics.dead_letter_reasons.inc(count, reason=reason)
 
 
 def record_notification(

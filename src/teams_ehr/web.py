@@ -25,6 +25,7 @@ __all__ = [
     "error_response",
     "html_page",
     "redirect",
+    "with_banner",
 ]
 
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
@@ -74,6 +75,27 @@ class WebStream:
 
     def __repr__(self) -> str:
         return f"<WebStream status={self.status} media_type={self.media_type!r}>"
+
+
+SANDBOX_BANNER = (
+    "<div role='alert' data-testid='microsoft-sandbox-banner' style='background:#9a6700;"
+    "color:#fff;padding:.5rem 1rem;font:600 1rem system-ui,sans-serif;text-align:center'>"
+    "Microsoft sandbox: Microsoft sign-in, Graph and Teams on this page are simulated by this "
+    "server. No real Microsoft 365 account or meeting is involved.</div>"
+)
+
+
+def with_banner(response: WebResponse, banner: str = SANDBOX_BANNER) -> WebResponse:
+    """``response`` with ``banner`` (markup) at the top of its ``<body>`` when it is an HTML
+    page; any other response unchanged. The Microsoft sandbox mode marks every page with it
+    (docs/guides/ehr-analyst.md)."""
+    if not response.media_type.startswith("text/html"):
+        return response
+    body = response.body
+    start = body.find(b"<body")
+    end = body.find(b">", start) + 1 if start >= 0 else 0
+    marked = body[:end] + banner.encode("utf-8") + body[end:]
+    return dataclasses.replace(response, body=marked)
 
 
 def redirect(location: str, *, status: int = 303) -> WebResponse:

@@ -102,8 +102,8 @@ def test_invalid_organization_names_the_fields(
     bad["test"]["config"]["redirect_uri"] = "http://app.example/callback"
     assert _create(cli_env, tmp_path, bad) == 2
     err = capsys.readouterr().err
-    assert "org_id: Value error, org_id must be 1–64 lower-case letters" in err
-    assert "test.config: Value error, redirect_uri must be an https URL" in err
+    assert "org_id: org_id must be 1–64 lower-case letters" in err
+    assert "test.config: redirect_uri must be an https URL" in err
     assert "(invalid_organization)" in err
 
 

@@ -15,13 +15,26 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import anyio
 import httpx
+
+from teams_ehr.app import TeamsEhr
+from teams_ehr.config import load_settings
+from teams_ehr.keys import LocalSigner
+from teams_ehr.orgs.approval import ApprovalProof
+from teams_ehr.orgs.models import EnvironmentConfig, config_hash
+from teams_ehr.sansio import run_async
+from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
+from teams_ehr.teams.identity import MicrosoftIdentity
+from teams_ehr.testing.asgi import ASGIApp
+from teams_ehr.testing.loopback import serve_on_loopback
+from teams_ehr.testing.sandbox import APPROVER_OID, SMART_CLIENT_ID, TENANT_ID, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -46,8 +59,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def write_settings(folder: Path, *, app_base_url: str) -> Path:
-    """A minimal settings file (SQLite store in ``folder``) and its keys inline."""
+def write_settings(
+    folder: Path, *, app_base_url: str, top_level: str = "", sections: str = ""
+) -> Path:
+    """A minimal settings file (SQLite store in ``folder``) and its keys inline; ``top_level``
+    lines go before the first table, ``sections`` (whole TOML tables) after the last."""
     key = base64.b64encode(os.urandom(32)).decode()
     settings = folder / "settings.toml"
     settings.write_text(
@@ -55,33 +71,52 @@ def write_settings(folder: Path, *, app_base_url: str) -> Path:
         f'store_url = "sqlite:///{folder / "store.sqlite3"}"\n'
         f'external_id_key = "{key}"\n'
         f'encryption_key = "{key}"\n'
+        f"{top_level}"
         "[microsoft]\n"
-        'client_id = "00000000-0000-0000-0000-000000000000"\n',
+        'client_id = "00000000-0000-0000-0000-000000000000"\n'
+        f"{sections}",
         encoding="utf-8",
     )
     return settings
 
 
-def _command(kind: HostKind, port: int) -> list[str]:
+def _command(kind: HostKind, port: int, server_args: Sequence[str]) -> list[str]:
     if kind == "fastapi":
         server = ["uvicorn", "--factory", "app:app_from_environment", "--host", "127.0.0.1"]
     else:
         server = ["flask", "--app", "app:app_from_environment", "run", "--host", "127.0.0.1"]
-    return [sys.executable, "-m", *server, "--port", str(port)]
+    return [sys.executable, "-m", *server, *server_args, "--port", str(port)]
+
+
+Prepare = Callable[[Path, str], None]
+"""Called with the settings file and the host's URL after the settings are written and before
+the host starts: e.g. to create and approve an organization in the host's store."""
 
 
 @contextmanager
-def host_process(kind: HostKind, folder: Path) -> Iterator[HostProcess]:
-    """Start the ``kind`` example on a free loopback port with settings written in ``folder``."""
+def host_process(
+    kind: HostKind,
+    folder: Path,
+    *,
+    top_level: str = "",
+    sections: str = "",
+    prepare: Prepare | None = None,
+    server_args: Sequence[str] = (),
+) -> Iterator[HostProcess]:
+    """Start the ``kind`` example on a free loopback port with settings written in ``folder``
+    (plus ``top_level`` and ``sections``, see :func:`write_settings`); ``server_args`` go to
+    uvicorn or ``flask run``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = write_settings(folder, app_base_url=url)
+    settings = write_settings(folder, app_base_url=url, top_level=top_level, sections=sections)
+    if prepare is not None:
+        prepare(settings, url)
     env = {**os.environ, "TEAMS_EHR_SETTINGS": str(settings), "PYTHONUNBUFFERED": "1"}
     env.pop("TEAMS_EHR__ENCRYPTION_KEY", None)
     log_path = folder / f"{kind}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            _command(kind, port),
+            _command(kind, port, server_args),
             cwd=EXAMPLES / f"{kind}_app",
             env=env,
             stdout=log,
@@ -114,3 +149,84 @@ def _wait_until_healthy(host: HostProcess) -> None:
     raise RuntimeError(
         f"the host did not answer /healthz in {_START_DEADLINE_S} s:\n{host.output()}"
     )
+
+
+# -- an EHR over plain http on loopback, approved in the host's store before it starts ----------
+
+LOOPBACK_ORG = "loopback-clinic"
+
+
+class LoopbackSandbox(Sandbox):
+    """The sandbox's FakeEhr (+ FHIR store) for a host process: approved with ``allow_http``."""
+
+    def environment_config(self) -> EnvironmentConfig:
+        return EnvironmentConfig(
+            fhir_base=self.ehr.base_url,
+            client_id=SMART_CLIENT_ID,
+            epic_client_id=SMART_CLIENT_ID,
+            redirect_uri=self.redirect_uri,
+            jwks_url=self.app_base_url + "/.well-known/jwks.json",
+            allow_http=True,  # a loopback EHR: part of the approved configuration
+        )
+
+
+@contextmanager
+def loopback_ehr_port() -> Iterator[tuple[int, Callable[[ASGIApp], None]]]:
+    """A loopback port whose server answers with the ASGI app given later (the fake's base URL
+    names the port, so the fake is built after the port is known)."""
+    served: list[ASGIApp] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await served[0](scope, receive, send)
+
+    with serve_on_loopback(app) as url:
+        port = httpx.URL(url).port
+        assert port is not None
+        yield port, served.append
+
+
+def http_ehr_settings(folder: Path, signer: LocalSigner) -> tuple[str, str]:
+    """``(top_level, sections)`` for :func:`host_process`: ``allow_http`` on (the runtime's
+    client then reaches ``localhost``), a Microsoft client secret, the SMART key ``signer`` and
+    no attendance."""
+    key = folder / "smart-test-key.pem"
+    key.write_bytes(signer.private_pem())
+    sections = (
+        'client_secret = "loopback-only-secret"\n'  # continues the [microsoft] table
+        '[smart]\nsigning_alg = "ES384"\n'
+        f'test_key_path = "{key}"\n'
+        "[attendance]\nenabled = false\n"
+    )
+    return "allow_http = true\n", sections
+
+
+def approve_http_organization(settings_path: Path, sandbox: LoopbackSandbox) -> None:
+    """Create and approve :data:`LOOPBACK_ORG` on ``sandbox``'s http EHR in the host's store,
+    as the console's approval would (discovery snapshot over http, allowed for this base)."""
+
+    async def work() -> None:
+        settings = load_settings(settings_path)
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            TeamsEhr(settings, http=http, signers={"test": sandbox.signer}) as runtime,
+        ):
+            await sandbox.seed_organization(runtime, org_id=LOOPBACK_ORG, approve=False)
+            org = await runtime.registry.submit_for_approval(
+                LOOPBACK_ORG, "test", actor=APPROVER_OID
+            )
+            smart = await run_async(discovery_flow(sandbox.ehr.base_url, allow_http=True), http)
+            proof = ApprovalProof(
+                canonical_base=sandbox.ehr.base_url,
+                snapshot=DiscoverySnapshot.of(smart),
+                id_token_issuer=sandbox.ehr.oidc_issuer,
+                signed_in_at=sandbox.clock(),
+            )
+            await runtime.registry.approve(
+                LOOPBACK_ORG,
+                "test",
+                MicrosoftIdentity(tenant_id=TENANT_ID, object_id=APPROVER_OID),
+                proof,
+                config_hash=config_hash(org, "test"),
+            )
+
+    anyio.run(work)

@@ -45,6 +45,7 @@ def test_standard_metrics_are_registered_with_their_labels() -> None:
         "teams_ehr_security_refusals_total",
         "teams_ehr_outbox_depth",
         "teams_ehr_dead_letters_total",
+        "teams_ehr_dead_letter_reasons_total",
         "teams_ehr_notifications_total",
     }
     assert snap["teams_ehr_outbox_depth"]["type"] == "gauge"

@@ -18,7 +18,11 @@ https://hl7.org/fhir/smart-app-launch/backend-services.html), runs the organizat
   leased after a long worker outage still gets one attempt). 4xx poison (400, 403, 404, 405,
   422, and 412 ``duplicate_identifier``) and misuse (``missing_target``,
   ``writer_strategy_mismatch``) are dead-lettered at once with their reason; 401 gets one fresh
-  token and one retry.
+  token and one retry. A token endpoint's permanent refusal (RFC 6749 §5.2 4xx:
+  ``invalid_client``, ``invalid_request`` …, see :func:`oauth_failure`) is retried with backoff
+  until the row has been tried ``permanent_attempts`` times (3), then dead-lettered
+  ``oauth_<error>``; transient token errors (5xx, 429, ``temporarily_unavailable``) keep
+  retrying until ``max_age``.
 * **No silent loss** (invariant I2) — every dead letter fires ``on_dead_letter`` exactly once
   (expired rows are grouped per organization and alerted once per outage); a lost lease changes
   nothing.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -51,6 +56,7 @@ from teams_ehr.attendance.writers.models import AttendanceDelivery, WriteOutcome
 from teams_ehr.errors import (
     FhirError,
     FhirUnavailableError,
+    OAuthError,
     RemoteError,
     StorageError,
     UsageError,
@@ -69,6 +75,7 @@ __all__ = [
     "OutboxWorker",
     "enqueue_attendance",
     "enqueue_visit_note",
+    "oauth_failure",
 ]
 
 log = get_logger(__name__)
@@ -182,6 +189,28 @@ class BackendTokenProvider:
         return await source.get_token(self._client)
 
 
+_OAUTH_TRANSIENT = frozenset({"temporarily_unavailable", "server_error"})
+
+
+def oauth_failure(exc: OAuthError) -> tuple[str, bool]:
+    """The outbox reason code of a token endpoint's refusal, and whether it is permanent.
+
+    RFC 6749 §5.2: a 4xx error response (``invalid_request``, ``invalid_client``,
+    ``invalid_grant``, ``unauthorized_client``, ``invalid_scope`` …) means our request or our
+    registration is wrong, so retrying cannot help until someone fixes it; 408, 429, 5xx,
+    ``temporarily_unavailable`` and ``server_error`` are transient.
+    """
+    code = re.sub(r"[^a-z0-9_]", "_", exc.error.lower())[:48] or "error"
+    status = exc.status_code
+    permanent = (
+        status is not None
+        and 400 <= status < 500
+        and status not in (408, 429)
+        and exc.error not in _OAUTH_TRANSIENT
+    )
+    return f"oauth_{code}", permanent
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """The alert for dead-lettered rows: ids, organization, strategy and reason, no PHI."""
@@ -216,6 +245,7 @@ class OutboxWorker:
     clock: Clock = utc_now
     backoff: Backoff = field(default_factory=Backoff)
     max_age: timedelta = timedelta(hours=72)
+    permanent_attempts: int = 3
     on_dead_letter: Callable[[DeadLetter], Awaitable[None] | None] | None = None
     lease_for: timedelta = timedelta(minutes=2)
     batch_size: int = 50
@@ -284,6 +314,12 @@ class OutboxWorker:
                 await self._dead_and_alert(item, exc.reason)
             except UsageError as exc:  # missing target, bad configuration: needs a human
                 await self._dead_and_alert(item, exc.reason)
+            except OAuthError as exc:  # the token endpoint refused or is down
+                reason, permanent = oauth_failure(exc)
+                if permanent and item.attempts >= self.permanent_attempts:
+                    await self._dead_and_alert(item, reason)
+                else:
+                    await self._retry(item, reason, None)
             except RemoteError as exc:  # transport, token endpoint down
                 await self._retry(item, exc.reason, None)
             except TimeoutError:

@@ -182,6 +182,7 @@ class AttendanceRuntime:
             worker_id=self.worker_id,
             clock=clock,
             max_age=self._config.outbox_max_age,
+            permanent_attempts=self._config.permanent_failure_attempts,
             on_dead_letter=self._dead_letter,
         )
 
@@ -243,7 +244,7 @@ class AttendanceRuntime:
         return await self._tokens.get((org_id, config_hash(org, name)), create)
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
-        metrics.record_dead_letter(len(letter.item_ids))
+        metrics.record_dead_letter(len(letter.item_ids), reason=letter.reason)
         _log.error(
             "attendance rows dead-lettered (org %s, %s, %d rows)",
             letter.org_id,

@@ -1,4 +1,5 @@
-"""The ``teams-ehr`` command (requirement E4): keys, JWKS, EHR checks, organizations, outbox, demo.
+"""The ``teams-ehr`` command (requirement E4): init, keys, JWKS, EHR checks, organizations, outbox,
+demo.
 
 Each subcommand lives in its own module and registers itself with :func:`main`'s parser; the
 commands are thin: they parse arguments, call the library, and print results or a clear error.
@@ -10,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from teams_ehr.cli import check_cmd, demo_cmd, keys_cmd, orgs_cmd, outbox_cmd
+from teams_ehr.cli import check_cmd, demo_cmd, init_cmd, keys_cmd, orgs_cmd, outbox_cmd
 from teams_ehr.errors import TeamsEhrError
 
-COMMANDS = (keys_cmd, check_cmd, orgs_cmd, outbox_cmd, demo_cmd)
+COMMANDS = (init_cmd, keys_cmd, check_cmd, orgs_cmd, outbox_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

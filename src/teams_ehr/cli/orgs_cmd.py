@@ -1,4 +1,4 @@
-"""``teams-ehr orgs list|show|create|records`` (requirements C1, C2, E4).
+"""``teams-ehr orgs list|show|create|template|records`` (requirements C1, C2, E4).
 
 Every command reads the deployment's settings (``--config settings.toml`` and/or
 ``TEAMS_EHR__SECTION__KEY`` variables, :func:`~teams_ehr.config.load_settings`), opens the store
@@ -6,6 +6,9 @@ they name (migrations applied, as the app does) and calls the
 :class:`~teams_ehr.orgs.registry.OrganizationRegistry`. Approval is not offered here: it needs
 the approver's Microsoft sign-in and a live EHR sign-in (requirement C1), which only the admin pages
 can do. ``records`` prints what the EHR analyst enters after approval (requirement C2).
+``template`` prints the organization JSON ``create`` reads, its fields explained on stderr; a
+document ``create`` refuses is answered with each bad field and its fix
+(:mod:`teams_ehr.cli.org_template`).
 
 The helpers :func:`add_settings_argument` and :func:`configured_store` are shared with
 :mod:`teams_ehr.cli.outbox_cmd`.
@@ -22,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 from teams_ehr._redact import redact_url
 from teams_ehr._types import utc_now
+from teams_ehr.cli.org_template import FIELDS, organization_template, validate_organization
 from teams_ehr.config import TeamsEhrSettings, load_settings
 from teams_ehr.errors import ConfigurationError
 from teams_ehr.orgs.models import ENVIRONMENT_NAMES, Organization
@@ -106,6 +109,17 @@ def register(sub: Any) -> None:
         "--actor", default=SYSTEM_ACTOR, help="the Entra oid recorded in the audit log"
     )
     create.set_defaults(run=run_create)
+
+    template = orgs_sub.add_parser(
+        "template", help="print an organization JSON for create, its fields explained"
+    )
+    template.add_argument(
+        "--app-base-url", metavar="URL", help="this app's URL (default: from --config)"
+    )
+    template.add_argument("--fhir-base", metavar="URL", help="the EHR's FHIR base URL")
+    template.add_argument("--client-id", metavar="ID", help="the SMART client id of the EHR")
+    template.add_argument("--config", type=Path, metavar="PATH", help="settings TOML file")
+    template.set_defaults(run=run_template)
 
     records = orgs_sub.add_parser("records", help="the EHR integration records of an approval")
     records.add_argument("org_id", metavar="ORG")
@@ -205,16 +219,25 @@ def _read_organization(path: Path) -> Organization:
         ) from None
     except RecursionError:
         raise ConfigurationError(f"{path}: JSON nested too deeply", reason="invalid_json") from None
-    try:
-        return Organization.model_validate(document)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or '(document)'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigurationError(
-            f"{path}: not a valid organization: {problems}", reason="invalid_organization"
-        ) from None
+    return validate_organization(document, str(path))
+
+
+def run_template(args: argparse.Namespace) -> int:
+    base = args.app_base_url
+    if base is None:
+        base = load_cli_settings(args).app_base_url if args.config else "https://visits.example.org"
+    options = {"fhir_base": args.fhir_base, "client_id": args.client_id}
+    document = organization_template(
+        app_base_url=base, **{key: value for key, value in options.items() if value is not None}
+    )
+    validate_organization(document, "the template")  # e.g. a --fhir-base no launch would accept
+    print_json(document)
+    print(
+        "fields (save the JSON, edit it, then: teams-ehr orgs create --file FILE):", file=sys.stderr
+    )
+    for name, help_text in FIELDS.items():
+        print(f"  {name}: {help_text}", file=sys.stderr)
+    return 0
 
 
 def run_create(args: argparse.Namespace) -> int:

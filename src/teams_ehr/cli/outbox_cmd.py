@@ -1,7 +1,8 @@
 """``teams-ehr outbox status|dead|retry|purge`` (requirements C5, D5, D7, E4, E6).
 
 The attendance outbox holds the FHIR writes still owed to EHRs. ``status`` prints the count per
-state (``pending``, ``leased``, ``delivered``, ``dead``); ``dead`` lists the dead letters (id,
+state (``pending``, ``leased``, ``delivered``, ``dead``) and, in its table, the dead letters per
+reason code (``oauth_invalid_client``, ``fhir_bad_request``, ``expired`` …: docs/errors.md); ``dead`` lists the dead letters (id,
 organization, kind, attempts, when, last reason code); ``retry`` puts dead letters back to
 ``pending``, due now, with a fresh retry budget
 (:meth:`~teams_ehr.store.protocol.OutboxStore.requeue_dead`); ``purge`` runs the retention purge
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import Any
 
 import anyio
@@ -59,16 +61,21 @@ def register(sub: Any) -> None:
 def run_status(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
 
-    async def work() -> dict[str, int]:
+    async def work() -> tuple[dict[str, int], Counter[str]]:
         async with configured_store(settings) as store:
             counts = await store.outbox_counts()
-            return {str(state): n for state, n in counts.items()}
+            dead = await store.list_dead() if counts.get("dead") else []
+            reasons = Counter(item.last_reason or "unknown" for item in dead)
+            return {str(state): n for state, n in counts.items()}, reasons
 
-    counts = anyio.run(work)
+    counts, reasons = anyio.run(work)
     if args.json:
         print_json(counts)
     else:
         print_table(["STATE", "ITEMS"], sorted(counts.items()))
+        if reasons:
+            print()
+            print_table(["DEAD REASON", "ITEMS"], sorted(reasons.items()))
     return 0
 
 

@@ -25,8 +25,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def browser_location(location: str, fakes: Mapping[str, str]) -> str:
-    """``location`` on a fake's origin (``fakes``: origin → name) as the demo's page path."""
+def browser_location(location: str, fakes: Mapping[str, str], *, prefix: str = "/sandbox") -> str:
+    """``location`` on a fake's origin (``fakes``: origin → name) as the page path of that fake
+    under ``prefix`` (the demo's ``/sandbox``; a real host's Microsoft sandbox passes its own)."""
     try:
         parts = urlsplit(location)
     except ValueError:
@@ -35,7 +36,7 @@ def browser_location(location: str, fakes: Mapping[str, str]) -> str:
     if name is None or not parts.path.startswith("/"):
         return location
     query = f"?{parts.query}" if parts.query else ""
-    return f"/sandbox/{name}{parts.path}{query}"
+    return f"{prefix}/{name}{parts.path}{query}"
 
 
 class BrowserGateway:

@@ -19,10 +19,12 @@ are checked server-side against the room: a forged form post is refused with 403
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -32,21 +34,54 @@ from teams_ehr.demo.pages import button_form, e, layout
 from teams_ehr.demo.world import (
     APPROVER_NAME,
     CLINICIAN_NAME,
+    DemoAppointment,
     DemoNotFoundError,
     DemoWorld,
     RoomPerson,
 )
 from teams_ehr.errors import UsageError
-from teams_ehr.testing.fake_entra import SESSION_COOKIE
+from teams_ehr.testing.fake_entra import SESSION_COOKIE, FakeEntra
 from teams_ehr.testing.fake_entra_tokens import SignedInUser
+from teams_ehr.testing.fake_graph import FakeGraph
 from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import APPROVER_OID, CLINICIAN_OID
 from teams_ehr.web import SECURITY_HEADERS
 
-__all__ = ["form_fields", "html_response", "sandbox_routes"]
+__all__ = [
+    "MicrosoftSide",
+    "form_fields",
+    "html_response",
+    "microsoft_pages",
+    "microsoft_routes",
+    "sandbox_routes",
+]
 
 _MAX_FORM = 16_384
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class MicrosoftSide(Protocol):
+    """What the Microsoft pages act on: the demo's :class:`DemoWorld`, or the Microsoft sandbox
+    of a real host (:class:`teams_ehr.microsoft_sandbox.MicrosoftSandbox`)."""
+
+    @property
+    def entra(self) -> FakeEntra: ...
+
+    @property
+    def graph(self) -> FakeGraph: ...
+
+    @property
+    def people(self) -> MutableMapping[tuple[str, str], RoomPerson]: ...
+
+    def room(self, handle: str) -> MeetingRoom | None: ...
+
+    def room_handle_for_join_url(self, join_url: str) -> str | None: ...
+
+    def appointment_of_room(self, handle: str) -> DemoAppointment | None: ...
+
+    def roster_url(self, appointment: DemoAppointment) -> str | None: ...
+
+    async def room_changed(self) -> None: ...
 
 
 def html_response(markup: str, status: int = 200) -> HTMLResponse:
@@ -121,9 +156,9 @@ def _ehr_routes(world: DemoWorld) -> list[Route]:
     return [Route(path, consent, methods=["GET"]), Route(path, decide, methods=["POST"])]
 
 
-def _entra_routes(world: DemoWorld) -> list[Route]:
-    entra = world.sandbox.entra
-    path = "/sandbox/entra" + urlsplit(entra.authorize_endpoint).path
+def _entra_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
+    entra = world.entra
+    path = prefix + "/entra" + urlsplit(entra.authorize_endpoint).path
 
     accounts = {
         "clinician": (CLINICIAN_OID, CLINICIAN_NAME, "clinician@sandbox-clinic.example"),
@@ -175,7 +210,7 @@ def _entra_routes(world: DemoWorld) -> list[Route]:
         finally:
             entra.deny_consent = False
         response = _follow(answer, "Microsoft sign-in")
-        response.set_cookie(SESSION_COOKIE, session, path="/sandbox", httponly=True, samesite="lax")
+        response.set_cookie(SESSION_COOKIE, session, path=prefix, httponly=True, samesite="lax")
         return response
 
     return [Route(path, signin, methods=["GET"]), Route(path, submit, methods=["POST"])]
@@ -183,11 +218,10 @@ def _entra_routes(world: DemoWorld) -> list[Route]:
 
 # -- the simulated Teams meeting ----------------------------------------------------------------
 
-_TEAMS = "/sandbox/teams"
 _BROWSER_COOKIE = "sandbox-teams-browser"
 
 
-def _person(world: DemoWorld, handle: str, me: str) -> RoomPerson | None:
+def _person(world: MicrosoftSide, handle: str, me: str) -> RoomPerson | None:
     return world.people.get((handle, me))
 
 
@@ -201,7 +235,7 @@ def _refused(text: str) -> Response:
     return html_response(pages.message("Microsoft Teams", text, theme="teams"), 403)
 
 
-def _panel(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
+def _panel(world: MicrosoftSide, teams: str, handle: str, room: MeetingRoom, me: str) -> str:
     """The live part of the meeting page (re-fetched by the page script on each change)."""
 
     def label(pid: str) -> str:
@@ -209,7 +243,7 @@ def _panel(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
         name, kind = (pid, "guest") if person is None else (person.name, person.kind)
         return f"{e(name)} <span class='note'>({e(kind)})</span>"
 
-    base = f"{_TEAMS}/rooms/{handle}/p/{me}"
+    base = f"{teams}/rooms/{handle}/p/{me}"
     in_meeting, in_lobby = room.in_meeting(), room.in_lobby()
     organizer = room.organizer_present(me)
     if me in in_meeting:
@@ -264,9 +298,10 @@ def _account_choice(action: str, room: MeetingRoom, user: SignedInUser | None) -
     return button + (" <span class='note'>(already in the meeting)</span>" if in_meeting else "")
 
 
-def _teams_routes(world: DemoWorld) -> list[Route]:
-    graph = world.sandbox.graph
-    entra = world.sandbox.entra
+def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
+    graph = world.graph
+    entra = world.entra
+    teams = prefix + "/teams"  # every Teams page lives under this path
 
     def room_of(request: Request) -> tuple[str, MeetingRoom]:
         handle = request.path_params["handle"]
@@ -279,20 +314,20 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         return entra.browser_user(request.cookies.get(SESSION_COOKIE))
 
     async def join_url(request: Request) -> Response:
-        raw = request.scope.get("raw_path", b"").decode("latin-1")[len(_TEAMS) :]
+        raw = request.scope.get("raw_path", b"").decode("latin-1")[len(teams) :]
         query = request.scope.get("query_string", b"").decode("latin-1")
         wanted = unquote("https://teams.microsoft.com" + raw + (f"?{query}" if query else ""))
         for meeting in graph.meetings.values():
             if unquote(str(meeting.get("joinWebUrl", ""))) == wanted:
                 handle = world.room_handle_for_join_url(str(meeting["joinWebUrl"]))
-                return _see_other(f"{_TEAMS}/rooms/{handle}")
+                return _see_other(f"{teams}/rooms/{handle}")
         return html_response(pages.message("Microsoft Teams", "Meeting not found."), 404)
 
     async def prejoin(request: Request) -> Response:
         handle, room = room_of(request)
         appointment = world.appointment_of_room(handle)
         title = "Virtual visit" if appointment is None else f"Virtual visit · {appointment.reason}"
-        action = f"{_TEAMS}/rooms/{handle}/join"
+        action = f"{teams}/rooms/{handle}/join"
         guest_form = (
             f"<form method='post' action='{e(action)}'><input type='hidden' name='identity' "
             "value='guest'><label>Your name <input type='text' name='name' value='Patient' "
@@ -327,7 +362,7 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
             me = "organizer" if organizer else "user-" + secrets.token_hex(4)
             present = me in room.in_meeting() or me in room.in_lobby()
             if present and _owns(request, _person(world, handle, me)):
-                return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+                return _see_other(f"{teams}/rooms/{handle}/p/{me}")
             if present:  # the organizer again, from a second browser
                 me = "organizer-" + secrets.token_hex(4)
             try:
@@ -338,11 +373,9 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
                 return _refused("This account cannot join this meeting.")
         world.people[(handle, me)] = RoomPerson(name, kind, browser)
         await world.room_changed()
-        response = _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+        response = _see_other(f"{teams}/rooms/{handle}/p/{me}")
         if _BROWSER_COOKIE not in request.cookies:
-            response.set_cookie(
-                _BROWSER_COOKIE, browser, path=_TEAMS, httponly=True, samesite="lax"
-            )
+            response.set_cookie(_BROWSER_COOKIE, browser, path=teams, httponly=True, samesite="lax")
         return response
 
     async def room_page(request: Request) -> Response:
@@ -350,12 +383,12 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         me = request.path_params["me"]
         if not _owns(request, _person(world, handle, me)):
             return _refused("This is someone else's place in the meeting.")
-        base = f"{_TEAMS}/rooms/{handle}"
+        base = f"{teams}/rooms/{handle}"
         roster = await _live_roster(world, handle, room, me)
         body = (
             f"<section id='room-panel' data-state='{e(base)}/state.json' "
             f"data-panel='{e(base)}/p/{e(me)}/panel' data-version='{len(room.history)}'>"
-            f"{_panel(world, handle, room, me)}</section>{roster}"
+            f"{_panel(world, teams, handle, room, me)}</section>{roster}"
         )
         return html_response(
             layout("Microsoft Teams (simulated)", body, theme="teams", script=True)
@@ -366,7 +399,7 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
         me = request.path_params["me"]
         if not _owns(request, _person(world, handle, me)):
             return _refused("This is someone else's place in the meeting.")
-        return html_response(_panel(world, handle, room, me))
+        return html_response(_panel(world, teams, handle, room, me))
 
     async def state(request: Request) -> Response:
         _, room = room_of(request)
@@ -399,20 +432,20 @@ def _teams_routes(world: DemoWorld) -> list[Route]:
                 return _refused("Only the meeting's organizer can do this.")
             # otherwise a double click: the room already changed; the page shows its state
         await world.room_changed()
-        return _see_other(f"{_TEAMS}/rooms/{handle}/p/{me}")
+        return _see_other(f"{teams}/rooms/{handle}/p/{me}")
 
     return [
-        Route(_TEAMS + "/l/{rest:path}", join_url, methods=["GET"]),
-        Route(_TEAMS + "/rooms/{handle}", prejoin, methods=["GET"]),
-        Route(_TEAMS + "/rooms/{handle}/join", join, methods=["POST"]),
-        Route(_TEAMS + "/rooms/{handle}/state.json", state, methods=["GET"]),
-        Route(_TEAMS + "/rooms/{handle}/p/{me}", room_page, methods=["GET"]),
-        Route(_TEAMS + "/rooms/{handle}/p/{me}/panel", panel, methods=["GET"]),
-        Route(_TEAMS + "/rooms/{handle}/p/{me}/{action}", act, methods=["POST"]),
+        Route(teams + "/l/{rest:path}", join_url, methods=["GET"]),
+        Route(teams + "/rooms/{handle}", prejoin, methods=["GET"]),
+        Route(teams + "/rooms/{handle}/join", join, methods=["POST"]),
+        Route(teams + "/rooms/{handle}/state.json", state, methods=["GET"]),
+        Route(teams + "/rooms/{handle}/p/{me}", room_page, methods=["GET"]),
+        Route(teams + "/rooms/{handle}/p/{me}/panel", panel, methods=["GET"]),
+        Route(teams + "/rooms/{handle}/p/{me}/{action}", act, methods=["POST"]),
     ]
 
 
-async def _live_roster(world: DemoWorld, handle: str, room: MeetingRoom, me: str) -> str:
+async def _live_roster(world: MicrosoftSide, handle: str, room: MeetingRoom, me: str) -> str:
     """The clinician's teams-ehr roster: the runtime's SSE stream when it exists (requirement D3)."""
     person = _person(world, handle, me)
     if person is None or person.kind != "organizer":
@@ -432,12 +465,31 @@ async def _live_roster(world: DemoWorld, handle: str, room: MeetingRoom, me: str
     )
 
 
+def microsoft_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
+    """Microsoft's browser pages (sign-in, the Teams meeting) under ``prefix``: ``/entra/...``
+    with FakeEntra's own authorize path, ``/teams/...`` with the join URL's path and the rooms."""
+    return [*_entra_routes(world, prefix), *_teams_routes(world, prefix)]
+
+
 def sandbox_routes(world: DemoWorld) -> list[Route]:
     """Every browser-facing sandbox page."""
 
     async def missing(request: Request) -> Response:
         return html_response(pages.message("Sandbox", "Unknown sandbox page."), 404)
 
-    routes = [*_ehr_routes(world), *_entra_routes(world), *_teams_routes(world)]
+    routes = [*_ehr_routes(world), *microsoft_routes(world, "/sandbox")]
     routes.append(Route("/sandbox/{rest:path}", missing, methods=["GET", "POST"]))
     return routes
+
+
+def microsoft_pages(side: MicrosoftSide, prefix: str) -> Starlette:
+    """Microsoft's browser pages (:func:`microsoft_routes`) as one ASGI app, for a host's
+    Microsoft sandbox (:mod:`teams_ehr.microsoft_sandbox`) to hand its requests to."""
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return html_response(pages.message("Not found", "This page does not exist."), 404)
+
+    return Starlette(
+        routes=microsoft_routes(side, prefix),
+        exception_handlers={DemoNotFoundError: not_found},
+    )

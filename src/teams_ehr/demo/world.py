@@ -30,6 +30,8 @@ from teams_ehr.smart.discovery import DiscoverySnapshot, discovery_flow
 from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow
 from teams_ehr.teams.identity import MicrosoftIdentity
 from teams_ehr.teams.meetings import external_id_for
+from teams_ehr.testing.fake_entra import FakeEntra
+from teams_ehr.testing.fake_graph import FakeGraph
 from teams_ehr.testing.meeting_room import MeetingRoom
 from teams_ehr.testing.sandbox import (
     APPROVER_OID,
@@ -45,6 +47,7 @@ __all__ = [
     "DemoNotFoundError",
     "DemoSandbox",
     "DemoWorld",
+    "RoomHandles",
     "RoomPerson",
 ]
 
@@ -112,6 +115,37 @@ class RoomPerson:
     browser: str = field(repr=False)
 
 
+class RoomHandles:
+    """Opaque handles of FakeGraph's simulated meeting rooms, found by their join URL: the
+    browser pages name a room by handle, never by its Graph meeting id or join link."""
+
+    def __init__(self, graph: FakeGraph) -> None:
+        self._graph = graph
+        self._rooms: dict[str, str] = {}  # opaque room handle → Graph meeting id
+
+    def __repr__(self) -> str:
+        return f"<RoomHandles rooms={len(self._rooms)}>"
+
+    def for_join_url(self, join_url: str) -> str | None:
+        """The handle of the meeting whose join URL this is (``None``: unknown)."""
+        for meeting_id, meeting in self._graph.meetings.items():
+            if secrets.compare_digest(str(meeting.get("joinWebUrl", "")), join_url):
+                for handle, known in self._rooms.items():
+                    if known == meeting_id:
+                        return handle
+                handle = secrets.token_urlsafe(12)
+                self._rooms[handle] = meeting_id
+                return handle
+        return None
+
+    def meeting_id(self, handle: str) -> str | None:
+        return self._rooms.get(handle)
+
+    def room(self, handle: str) -> MeetingRoom | None:
+        meeting_id = self._rooms.get(handle)
+        return None if meeting_id is None else self._graph.room(meeting_id)
+
+
 _SCHEDULE = (
     ("appt-1001", "patient-1001", "Alex Rivera", "Follow-up: blood pressure", 5),
     ("appt-1002", "patient-1002", "Sam Chen", "Medication review", 35),
@@ -133,7 +167,7 @@ class DemoWorld:
             self.appointments[appointment_id] = DemoAppointment(
                 appointment_id, patient_id, name, reason, start, end
             )
-        self._rooms: dict[str, str] = {}  # opaque room handle → Graph meeting id
+        self._rooms = RoomHandles(self.sandbox.graph)
         self.people: dict[tuple[str, str], RoomPerson] = {}  # (room handle, participant id)
         self.notifier: RoomChangeListener | None = None
         self.console = False  # the library's admin console is mounted at /admin
@@ -141,6 +175,14 @@ class DemoWorld:
 
     def __repr__(self) -> str:
         return "<DemoWorld>"
+
+    @property
+    def entra(self) -> FakeEntra:
+        return self.sandbox.entra
+
+    @property
+    def graph(self) -> FakeGraph:
+        return self.sandbox.graph
 
     @property
     def runtime(self) -> TeamsEhr:
@@ -257,19 +299,10 @@ class DemoWorld:
 
     def room_handle_for_join_url(self, join_url: str) -> str | None:
         """The opaque handle of the meeting whose join URL this is (``None``: unknown)."""
-        for meeting_id, meeting in self.sandbox.graph.meetings.items():
-            if secrets.compare_digest(str(meeting.get("joinWebUrl", "")), join_url):
-                for handle, known in self._rooms.items():
-                    if known == meeting_id:
-                        return handle
-                handle = secrets.token_urlsafe(12)
-                self._rooms[handle] = meeting_id
-                return handle
-        return None
+        return self._rooms.for_join_url(join_url)
 
     def room(self, handle: str) -> MeetingRoom | None:
-        meeting_id = self._rooms.get(handle)
-        return None if meeting_id is None else self.sandbox.graph.room(meeting_id)
+        return self._rooms.room(handle)
 
     def roster_url(self, appointment: DemoAppointment) -> str | None:
         """The runtime's live-roster (SSE) URL for this visit, if the runtime serves one."""
@@ -291,7 +324,7 @@ class DemoWorld:
 
     def appointment_of_room(self, handle: str) -> DemoAppointment | None:
         """The schedule row of a room (by the meeting's externalId), for page headings."""
-        meeting_id = self._rooms.get(handle)
+        meeting_id = self._rooms.meeting_id(handle)
         meeting = None if meeting_id is None else self.sandbox.graph.meetings.get(meeting_id)
         if meeting is None or self._runtime is None:
             return None

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from teams_ehr._redact import get_logger
 from teams_ehr.app import TeamsEhr
 from teams_ehr.errors import ConfigurationError, LaunchParameterError, TeamsEhrError
+from teams_ehr.integrations.refusals import refusal_summary
 from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
 from teams_ehr.orgs.console import (
     ADMIN_MICROSOFT_CALLBACK_PATH,
@@ -140,7 +141,7 @@ def _route(handler: AdminHandler) -> Callable[[TeamsEhr, IncomingRequest], Await
             _log.warning("%s refused: %s", request.route, exc.reason)
             return html_page("<p>The request could not be accepted.</p>", status=400)
         except TeamsEhrError as exc:
-            _log.warning("%s refused: %s (%s)", request.route, type(exc).__name__, exc.reason)
+            _log.warning("%s refused: %s", request.route, refusal_summary(exc))
             return error_response(exc)
 
     return run

@@ -7,7 +7,11 @@ portal (an event loop in a background thread), never ``anyio.run`` per request: 
     bridge = FlaskTeamsEhr(TeamsEhr(settings))
     bridge.init_app(app)          # starts the portal, opens the runtime, registers routes
     ...
-    bridge.close()                # at shutdown
+    bridge.close()                # optional: also done for you when the interpreter exits
+
+The portal's thread would otherwise outlive the program (``flask routes`` or a script that builds
+the app would never end): the bridge closes the runtime and stops the portal at interpreter exit
+(:mod:`atexit`), or earlier when ``close()`` is called or its ``with`` block ends.
 
 ``init_app(app, url_prefix="/ehr", include={"visits", "jwks"})`` mounts a subset under a prefix,
 checked like :func:`~teams_ehr.integrations.routes.mounted_routes` before anything starts.
@@ -18,16 +22,18 @@ through the same portal, one chunk per call; closing the response closes the ite
 
 from __future__ import annotations
 
+import atexit
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from flask import Blueprint, Flask, Response, request
 
 from teams_ehr.app import TeamsEhr
 from teams_ehr.attendance.webhook import MAX_BODY_BYTES
+from teams_ehr.integrations.proxy import request_origin
 from teams_ehr.integrations.routes import (
     SESSION_MAX_AGE,
     IncomingRequest,
@@ -69,6 +75,8 @@ class FlaskTeamsEhr:
                 self._stack.close()
                 raise
             self._portal = portal
+            # Closed before the interpreter finalizes, while the portal's thread still runs.
+            atexit.register(self.close)
         return self._portal
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
@@ -93,7 +101,14 @@ class FlaskTeamsEhr:
 
     def _view(self, spec: RouteSpec) -> Callable[..., Response]:
         def view(**path_params: str) -> Response:
-            secure = request.scheme == "https"
+            origin = request_origin(
+                request.remote_addr,
+                request.scheme,
+                forwarded_for=request.headers.getlist("X-Forwarded-For"),
+                forwarded_proto=request.headers.getlist("X-Forwarded-Proto"),
+                trusted_proxies=self.runtime.settings.trusted_proxies,
+            )
+            secure = origin.secure
             cookie = session_cookie_name(secure=secure)
             session_id, fresh = browser_session(request.cookies.get(cookie))
             body = b""
@@ -108,7 +123,7 @@ class FlaskTeamsEhr:
                 path_params=path_params,
                 params=params,
                 session_id=session_id,
-                client_key=request.remote_addr or "unknown",
+                client_key=origin.client,
                 headers=dict(request.headers),
                 query=dict(request.args.items()),
                 body=body,
@@ -153,6 +168,13 @@ class FlaskTeamsEhr:
                 portal.call(close)
 
     def close(self) -> None:
-        """Close the runtime and stop the portal's event loop."""
-        self._stack.close()
+        """Close the runtime and stop the portal's event loop (idempotent; also at exit)."""
+        atexit.unregister(self.close)
         self._portal = None
+        self._stack.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

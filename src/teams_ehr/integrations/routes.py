@@ -22,6 +22,7 @@ from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Literal
 from urllib.parse import urlsplit
 
 from teams_ehr._redact import get_logger, install_redaction
@@ -41,14 +42,16 @@ from teams_ehr.errors import (
     VisitNotReadyError,
 )
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
-from teams_ehr.integrations.spec import IncomingRequest, RouteSpec
+from teams_ehr.integrations.refusals import refusal_summary
+from teams_ehr.integrations.spec import Handler, IncomingRequest, RouteSpec
 from teams_ehr.metrics import observe_launch
 from teams_ehr.orgs.models import EnvironmentName
-from teams_ehr.web import WebResponse, WebStream, error_response
+from teams_ehr.web import WebResponse, WebStream, error_response, with_banner
 
 __all__ = [
     "ROUTES",
     "ROUTE_GROUPS",
+    "SANDBOX_ROUTES",
     "SESSION_MAX_AGE",
     "IncomingRequest",
     "MountedRoutes",
@@ -184,7 +187,44 @@ ROUTE_GROUPS: Mapping[str, tuple[RouteSpec, ...]] = MappingProxyType(
 """The groups a host mounts with ``include=``: the clinician's and patient's launches with both
 callbacks and join links; the JWKS URL; Graph's webhooks; the live roster; the admin console."""
 ROUTES: tuple[RouteSpec, ...] = tuple(spec for group in ROUTE_GROUPS.values() for spec in group)
-_BY_NAME = {route.name: route for route in ROUTES}
+
+
+def _sandbox_page(method: Literal["GET", "POST"], path: str) -> Handler:
+    """A page of the Microsoft sandbox (``settings.microsoft_sandbox``) at ``path`` below
+    :data:`~teams_ehr.microsoft_sandbox.SANDBOX_PATH`; 404 when the mode is off."""
+
+    async def page(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
+        from teams_ehr.microsoft_sandbox import MicrosoftSandbox
+
+        sandbox = app.microsoft_sandbox
+        if not isinstance(sandbox, MicrosoftSandbox):
+            return WebResponse(404, b"not found")
+        return await sandbox.serve(method, path.format(**request.path_params), request)
+
+    return page
+
+
+def _sandbox_route(name: str, method: Literal["GET", "POST"], path: str) -> RouteSpec:
+    return RouteSpec(name, "/_sandbox/microsoft" + path, (method,), _sandbox_page(method, path))
+
+
+_ENTRA_AUTHORIZE = "/entra/{tenant}/oauth2/v2.0/authorize"
+_ROOM = "/teams/rooms/{handle}"
+SANDBOX_ROUTES: tuple[RouteSpec, ...] = (
+    _sandbox_route("sandbox_entra_signin", "GET", _ENTRA_AUTHORIZE),
+    _sandbox_route("sandbox_entra_submit", "POST", _ENTRA_AUTHORIZE),
+    _sandbox_route("sandbox_teams_join_url", "GET", "/teams/l/meetup-join/{thread}/{part}"),
+    _sandbox_route("sandbox_teams_prejoin", "GET", _ROOM),
+    _sandbox_route("sandbox_teams_join", "POST", _ROOM + "/join"),
+    _sandbox_route("sandbox_teams_state", "GET", _ROOM + "/state.json"),
+    _sandbox_route("sandbox_teams_room", "GET", _ROOM + "/p/{me}"),
+    _sandbox_route("sandbox_teams_panel", "GET", _ROOM + "/p/{me}/panel"),
+    _sandbox_route("sandbox_teams_act", "POST", _ROOM + "/p/{me}/{action}"),
+)
+"""Microsoft's browser pages in sandbox mode (:mod:`teams_ehr.microsoft_sandbox`): mounted by
+:func:`mounted_routes` with any ``include`` when ``settings.microsoft_sandbox`` is on, never
+otherwise."""
+_BY_NAME = {route.name: route for route in (*ROUTES, *SANDBOX_ROUTES)}
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 
 
@@ -249,21 +289,44 @@ def mounted_routes(
             base + NOTIFICATIONS_PATH,
         )
     routes = tuple(spec for name in ROUTE_GROUPS if name in groups for spec in ROUTE_GROUPS[name])
+    if settings.microsoft_sandbox:
+        routes += SANDBOX_ROUTES
     return MountedRoutes(clean, routes)
 
 
 async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebStream:
     """Run the route; a :class:`TeamsEhrError` becomes its generic error page (never its text)."""
     route = _BY_NAME[request.route]
+    result: WebResponse | WebStream
     try:
         with visit_request_scope(request.session_id), _observed(route.name):
-            return _under_mount(await route.handler(app, request), app.settings.app_base_url)
+            result = _under_mount(await route.handler(app, request), app.settings.app_base_url)
     except TeamsEhrError as exc:
         # One security_event per refusal (threat T32); join and context links log theirs at source.
         audited = isinstance(exc, SecurityError) and not isinstance(exc, _AUDITED_AT_SOURCE)
         extra = {"security_event": exc.reason} if audited else None
-        _log.warning("%s refused: %s (%s)", route.name, type(exc).__name__, exc.reason, extra=extra)
-        return error_response(exc)
+        _log.warning("%s refused: %s", route.name, refusal_summary(exc), extra=extra)
+        result = error_response(exc)
+    return _in_sandbox(app, result) if app.settings.microsoft_sandbox else result
+
+
+def _in_sandbox(app: TeamsEhr, result: WebResponse | WebStream) -> WebResponse | WebStream:
+    """Microsoft sandbox mode: a redirect to Microsoft's sign-in or a Teams join URL lands on
+    this host's sandbox page for it, and every page carries the sandbox banner."""
+    from teams_ehr.microsoft_sandbox import MicrosoftSandbox
+
+    sandbox = app.microsoft_sandbox
+    if not isinstance(result, WebResponse) or not isinstance(sandbox, MicrosoftSandbox):
+        return result
+    location = result.location
+    mapped = None if location is None else sandbox.browser_location(location)
+    if mapped is not None and mapped != location:
+        headers = tuple(
+            (name, mapped if name.lower() == "location" else value)
+            for name, value in result.headers
+        )
+        result = replace(result, headers=headers)
+    return with_banner(result)
 
 
 def _under_mount(result: WebResponse | WebStream, app_base_url: str) -> WebResponse | WebStream:

@@ -8,7 +8,8 @@
 
 Only translation happens here: request → :class:`IncomingRequest`, :class:`WebResponse` →
 ``Response`` (:class:`WebStream` → ``StreamingResponse``, which stops the stream when the client
-disconnects), plus the session cookie (not on Graph's webhook routes).
+disconnects), plus the session cookie (not on Graph's webhook routes). The client address and
+scheme come from :func:`~teams_ehr.integrations.proxy.request_origin` (``trusted_proxies``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from teams_ehr.app import TeamsEhr
 from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.errors import UsageError
+from teams_ehr.integrations.proxy import RequestOrigin, request_origin
 from teams_ehr.integrations.routes import (
     SESSION_MAX_AGE,
     IncomingRequest,
@@ -92,13 +94,20 @@ async def _capped_body(request: Request) -> bytes:
     return b"".join(chunks)[: MAX_BODY_BYTES + 1]
 
 
-def _client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _origin(runtime: TeamsEhr, request: Request) -> RequestOrigin:
+    return request_origin(
+        request.client.host if request.client else None,
+        request.url.scheme,
+        forwarded_for=request.headers.getlist("x-forwarded-for"),
+        forwarded_proto=request.headers.getlist("x-forwarded-proto"),
+        trusted_proxies=runtime.settings.trusted_proxies,
+    )
 
 
 def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        secure = request.url.scheme == "https"
+        origin = _origin(runtime, request)
+        secure = origin.secure
         cookie = session_cookie_name(secure=secure)
         session_id, fresh = browser_session(request.cookies.get(cookie))
         body = b""
@@ -114,7 +123,7 @@ def _endpoint(runtime: TeamsEhr, spec: RouteSpec) -> Callable[[Request], Any]:
             path_params={k: str(v) for k, v in request.path_params.items()},
             params=params,
             session_id=session_id,
-            client_key=_client_key(request),
+            client_key=origin.client,
             headers=dict(request.headers),
             query=dict(request.query_params),
             body=body,

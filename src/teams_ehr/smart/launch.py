@@ -4,7 +4,9 @@ SMART App Launch 2.x §"EHR launch" (app-launch.md): the EHR opens the app's lau
 (the FHIR base) and ``launch`` (an opaque handle echoed back at ``/authorize``), by GET query or
 POST form. Threat T01: an ``iss`` that is not the canonical base of an approved, active
 organization environment is refused *before any network I/O*. Threat T06: ``launch`` is capped at 2
-KB of printable ASCII, passed through verbatim, never logged, and only its hash is remembered.
+KB of printable ASCII, passed through verbatim, never logged, and only its hash is remembered:
+replay is refused per (canonical issuer, ``launch``) (:func:`launch_replay_key`), because
+``launch`` is only unique within the EHR that issued it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "StaticIssuerResolver",
     "admit_launch",
     "launch_hash",
+    "launch_replay_key",
     "parse_launch_request",
 ]
 
@@ -75,6 +78,16 @@ def parse_launch_request(params: Mapping[str, str], *, allow_http: bool = False)
 def launch_hash(launch: str) -> str:
     """SHA-256 hex of a ``launch`` value: the only form that is stored (replay guard, threat T06)."""
     return hashlib.sha256(launch.encode("utf-8")).hexdigest()
+
+
+def launch_replay_key(issuer: str, launch: str) -> str:
+    """SHA-256 hex of (canonical ``issuer``, ``launch``): the replay guard's key (threat T06).
+
+    SMART App Launch makes ``launch`` an opaque value of the EHR that issued it, so two EHRs (or
+    an organization's test and production environments) may issue the same value: only the pair
+    is single use. A canonical FHIR base never contains NUL, so the joined form is unambiguous.
+    """
+    return hashlib.sha256(f"{issuer}\x00{launch}".encode()).hexdigest()
 
 
 class IssuerResolver(Protocol):

@@ -23,7 +23,7 @@ import inspect
 import re
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 import anyio
@@ -40,6 +40,7 @@ from teams_ehr.sansio import run_async, with_max_bytes
 __all__ = [
     "AccessToken",
     "AccessTokenProvider",
+    "CertificateCredential",
     "ClientCredentialsProvider",
     "SyncCredentialAdapter",
     "client_assertion",
@@ -154,6 +155,63 @@ def token_request_flow(token_endpoint: str, form: dict[str, str], *, now: int) -
     return AccessToken(token, now + lifetime)
 
 
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class CertificateCredential:
+    """Microsoft identity platform certificate credentials as a client authentication: a fresh
+    :func:`client_assertion` per token request (RFC 7523 §2.2; learn.microsoft.com/entra/
+    identity-platform/certificate-credentials). Used for app-only Graph tokens and for redeeming
+    a user's sign-in code, so a certificate-only app registration needs no secret."""
+
+    __slots__ = ("_certificate", "_client_id", "_jti", "_ttl")
+
+    def __init__(
+        self,
+        client_id: str,
+        certificate: tuple[bytes, bytes],
+        *,
+        assertion_ttl: timedelta = timedelta(minutes=5),
+        jti_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        if assertion_ttl > MAX_ASSERTION_TTL:
+            raise ConfigurationError(
+                "assertion lifetime must be within 10 minutes", reason="bad_ttl"
+            )
+        self._client_id = client_id
+        self._certificate = certificate
+        self._ttl = assertion_ttl
+        self._jti = jti_factory
+
+    def __repr__(self) -> str:
+        return f"<CertificateCredential client={self._client_id!r}>"
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    def token_request_auth(
+        self, token_endpoint: str, *, now: datetime
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The ``client_assertion`` form fields for one request to ``token_endpoint``."""
+        key_pem, cert_pem = self._certificate
+        assertion = client_assertion(
+            key_pem,
+            cert_pem,
+            client_id=self._client_id,
+            token_endpoint=token_endpoint,
+            now=int(require_aware(now, "now").timestamp()),
+            ttl=self._ttl,
+            jti=self._jti(),
+        )
+        fields = {
+            "client_id": self._client_id,
+            "client_assertion_type": _ASSERTION_TYPE,
+            "client_assertion": assertion,
+        }
+        return fields, {}
+
+
 class ClientCredentialsProvider:
     """Client-credentials tokens for one app in one tenant, cached and single-flight."""
 
@@ -175,20 +233,20 @@ class ClientCredentialsProvider:
             raise ConfigurationError(
                 "give exactly one of certificate or client_secret", reason="credential_choice"
             )
-        if assertion_ttl > MAX_ASSERTION_TTL:
-            raise ConfigurationError(
-                "assertion lifetime must be within 10 minutes", reason="bad_ttl"
-            )
         self.tenant_id = _check_tenant(tenant_id)
         self.client_id = client_id
         self.token_endpoint = f"{authority_host.rstrip('/')}/{tenant_id}/oauth2/v2.0/token"
         self._http = http
-        self._certificate = certificate
+        self._assertion = (
+            None
+            if certificate is None
+            else CertificateCredential(
+                client_id, certificate, assertion_ttl=assertion_ttl, jti_factory=jti_factory
+            )
+        )
         self._secret = client_secret
         self._clock = clock
         self._margin = int(refresh_margin.total_seconds())
-        self._assertion_ttl = assertion_ttl
-        self._jti = jti_factory
         self._cache: dict[tuple[str, ...], AccessToken] = {}
         self._locks = KeyedLocks()
 
@@ -227,18 +285,11 @@ class ClientCredentialsProvider:
             "client_id": self.client_id,
             "scope": " ".join(scopes),
         }
-        if self._certificate is not None:
-            key_pem, cert_pem = self._certificate
-            form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-            form["client_assertion"] = client_assertion(
-                key_pem,
-                cert_pem,
-                client_id=self.client_id,
-                token_endpoint=self.token_endpoint,
-                now=now,
-                ttl=self._assertion_ttl,
-                jti=self._jti(),
+        if self._assertion is not None:
+            fields, _ = self._assertion.token_request_auth(
+                self.token_endpoint, now=datetime.fromtimestamp(now, UTC)
             )
+            form.update(fields)
         elif self._secret is not None:
             form["client_secret"] = self._secret.get_secret_value()
         return token_request_flow(self.token_endpoint, form, now=now)

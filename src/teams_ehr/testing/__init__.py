@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from teams_ehr.testing.deprecation import assert_deprecated
     from teams_ehr.testing.fake_ehr import FakeEhr
     from teams_ehr.testing.fake_entra import FakeEntra
     from teams_ehr.testing.fake_fhir import FakeFhirServer
@@ -33,6 +34,7 @@ _LAZY: dict[str, str] = {
     "SandboxRoutingError": "teams_ehr.testing.sandbox",
     "serve_on_loopback": "teams_ehr.testing.loopback",
     "serve_on_loopback_async": "teams_ehr.testing.loopback",
+    "assert_deprecated": "teams_ehr.testing.deprecation",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "SandboxRoutingError",
     "serve_on_loopback",
     "serve_on_loopback_async",
+    "assert_deprecated",
 ]
 
 

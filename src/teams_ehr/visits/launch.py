@@ -8,6 +8,8 @@ browser to the authorize endpoint, leaving the pending authorization in the stor
 ``state`` (:func:`send_to_authorization`, also used by the approval's standalone sign-in). At
 ``/callback`` :meth:`EhrLaunch.redeem` exchanges the code and verifies the ``id_token`` for the
 role the authorization was started for (docs/guides/integrator.md, "What a launch does").
+An ``http://`` ``iss`` is admitted only for an environment approved with ``allow_http``, and
+replay is refused per (canonical issuer, ``launch``), since ``launch`` is opaque to each EHR.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from teams_ehr.orgs.models import EnvironmentName, Organization
 from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.authorize import AuthorizationRedirect, PendingAuthorization, state_key
 from teams_ehr.smart.flows import LaunchResult
-from teams_ehr.smart.launch import admit_launch, launch_hash, parse_launch_request
+from teams_ehr.smart.launch import admit_launch, launch_replay_key, parse_launch_request
 from teams_ehr.store.protocol import Store
 from teams_ehr.visits.policy import VisitPolicy
 from teams_ehr.visits.records import LaunchRole, PendingLaunch, active_org
@@ -90,18 +92,25 @@ class EhrLaunch:
         session_id: str,
         role: LaunchRole,
     ) -> WebResponse:
-        """Admit ``iss`` (no I/O before), refuse a replayed ``launch``, redirect to the EHR."""
-        request = parse_launch_request(params)
+        """Admit ``iss`` (no I/O before), refuse a replayed ``launch``, redirect to the EHR.
+
+        ``iss`` may be ``http://`` only when the launch URL's environment was approved with
+        ``allow_http`` (a loopback or sandbox EHR); a ``launch`` is single use per issuer for
+        the policy's ``launch_replay_window``.
+        """
+        org = await self._registry.get(org_id)
+        env = org.environment(environment) if org is not None else None
+        allow_http = env is not None and env.config.allow_http
+        request = parse_launch_request(params, allow_http=allow_http)
         _, binding = await admit_launch(request, self._registry)
         if binding.org_id != org_id or binding.environment != environment:
             # threat T27 (docs/security.md): the launch URL's organization must own the issuer.
             raise UntrustedIssuerError("issuer does not belong to this launch URL")
-        org = await self._registry.get(org_id)
-        if org is None:  # suspended or deleted since admission
+        if org is None:  # deleted between the lookup and the admission
             raise UntrustedIssuerError("organization is not active")
         first = await self._store.remember_once(
             "launch",
-            launch_hash(request.launch),
+            launch_replay_key(binding.canonical_base, request.launch),
             expires_at=self._clock() + self._policy.launch_replay_window,
         )
         if not first:

@@ -4,7 +4,8 @@
 (:data:`teams_ehr.teams.lobby.PRESETS`, applied through Graph's ``lobbyBypassSettings``:
 https://learn.microsoft.com/graph/api/resources/onlinemeeting), whether a clinician joins in the
 browser or the desktop client, which Teams hosts a join URL may point to, and how long a SMART
-``launch`` value is remembered to refuse its replay (threat T06, docs/security.md).
+``launch`` value is remembered, per issuer, to refuse its replay (threat T06, docs/security.md;
+``settings.smart.launch_replay_window``).
 """
 
 from __future__ import annotations
