@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from clocks import Clock
 from teams_ehr.errors import ContextLinkError
 from teams_ehr.smart.epic_context_link import (
     DEFAULT_LINK_FORMAT,
@@ -33,14 +34,6 @@ ISSUED = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 MAX_AGE = timedelta(minutes=5)
 KEY = ContextLinkKey(bytes(range(32)))
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from clocks import Clock
 from teams_ehr.attendance.handshake import (
     HANDSHAKE_WINDOW,
     HandshakeKind,
@@ -32,14 +33,6 @@ pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 BOTH: frozenset[HandshakeKind] = frozenset({"notification", "lifecycle"})
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from clocks import Clock
 from teams_ehr.errors import JoinLinkInvalidError
 from teams_ehr.store.crypto import FieldCipher, new_encryption_key
 from teams_ehr.store.postgres import PostgresStore
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.anyio
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)
 TICK = timedelta(microseconds=1)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from clocks import Clock
 from teams_ehr.app import TeamsEhr
 from teams_ehr.errors import LaunchParameterError
 from teams_ehr.testing.sandbox import Sandbox
@@ -28,14 +29,6 @@ ORG = "sandbox-clinic"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def begin(launcher: EhrLaunch, sandbox: Sandbox, launch: str) -> str:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from clocks import Clock
 from teams_ehr.attendance.outbox import Backoff, OrgRoute, OutboxWorker, enqueue_attendance
 from teams_ehr.attendance.writers import AuditEventWriter, FhirTarget, WriterStrategy
 from teams_ehr.store.crypto import FieldCipher, new_encryption_key
@@ -33,14 +34,6 @@ ORG = "org-a"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from clocks import Clock
 from teams_ehr.store.crypto import FieldCipher, new_encryption_key
 from teams_ehr.store.postgres import PostgresStore
 from teams_ehr.store.protocol import InboxItem, OutboxItem
@@ -31,14 +32,6 @@ TTL = timedelta(minutes=10)  # pending authorizations and nonces
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # psycopg's async pool runs on asyncio
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from clocks import Clock
 from teams_ehr.attendance.handshake import PendingHandshakes
 from teams_ehr.attendance.notification_crypto import NotificationCertificate
 from teams_ehr.attendance.subscriptions import SubscriptionManager
@@ -36,14 +37,6 @@ CERTIFICATE = NotificationCertificate.generate(T0 - timedelta(days=1))
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

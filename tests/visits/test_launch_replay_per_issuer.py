@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from clocks import Clock
 from teams_ehr.app import TeamsEhr
 from teams_ehr.config import TeamsEhrSettings
 from teams_ehr.errors import ConfigurationError, LaunchParameterError
@@ -36,14 +37,6 @@ SHARED = "opaque-launch-1"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _router(sandbox: Sandbox, second: FakeEhr) -> httpx.AsyncClient:
