@@ -9,18 +9,22 @@ The ``If-Match`` value comes from the ``ETag`` header, else from ``meta.versionI
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import anyio
 import httpx
 import pytest
-from attendance_out_support import FHIR_BASE, TARGET, TOKEN_CANARY, event
+from attendance_out_support import FHIR_BASE, T0, TARGET, TOKEN_CANARY, event
 from pydantic import SecretStr
 
+from teams_ehr.attendance.fhir_resources import EncounterOptions, FhirTarget
 from teams_ehr.attendance.writers import (
     AttendanceDelivery,
     EncounterParticipantWriter,
     WriterStrategy,
 )
-from teams_ehr.errors import FhirUnavailableError
+from teams_ehr.errors import ConfigurationError, FhirError, FhirUnavailableError
 from teams_ehr.sansio import run_async
 from teams_ehr.testing.fake_fhir import FakeFhirServer
 
@@ -149,3 +153,135 @@ async def test_conflicts_past_the_limit_are_retried_later() -> None:
     )
     assert puts == 3  # the first attempt and max_conflicts re-reads
     assert _participant_keys(fake.resources("Encounter")[0]) == []
+
+
+# -- single writer: exact requests, outcomes and errors ------------------------------------------
+
+
+class Scripted:
+    """FakeFhirServer with scripted overrides, recording requests."""
+
+    def __init__(self, fake: FakeFhirServer, **overrides: httpx.Response) -> None:
+        self.fake = fake
+        self.overrides = overrides  # "GET" / "PUT" -> response
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.method in self.overrides:
+            return self.overrides[request.method]
+        return self.fake.handler(request)
+
+
+async def _write(handler: Any, batch: AttendanceDelivery, base: str = FHIR_BASE, **kw: Any) -> Any:
+    writer = EncounterParticipantWriter(clock=lambda: T0, **kw)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        return await run_async(writer.write_flow(batch, fhir_base=base, access_token=TOKEN), http)
+
+
+def _seeded() -> FakeFhirServer:
+    fake = FakeFhirServer(FHIR_BASE)
+    fake.seed(dict(ENCOUNTER))
+    return fake
+
+
+async def test_outcomes_name_the_encounter() -> None:
+    fake = _seeded()
+    batch = _batch("connected", "patient", "p-1")
+    first = await _write(fake.handler, batch)
+    again = await _write(fake.handler, batch)
+    assert (first.status, first.resource_type, first.resource_id) == (
+        "updated",
+        "Encounter",
+        "enc-1",
+    )
+    assert (again.status, again.resource_type, again.resource_id) == (
+        "unchanged",
+        "Encounter",
+        "enc-1",
+    )
+
+
+async def test_the_writer_options_reach_the_merge() -> None:
+    fake = _seeded()
+    outcome = await _write(
+        fake.handler,
+        _batch("call_started", "other", "meeting"),
+        options=EncounterOptions(update_status=False),
+    )
+    assert outcome.status == "unchanged"
+    assert fake.resources("Encounter")[0]["status"] == "planned"
+
+
+async def test_the_server_etag_is_sent_back_as_given() -> None:
+    fake = _seeded()
+
+    def strong_etag(request: httpx.Request) -> httpx.Response:
+        response = fake.handler(request)
+        if request.method == "GET":
+            headers = {**response.headers, "etag": '"1"'}
+            return httpx.Response(200, headers=headers, content=response.content)
+        return response
+
+    recorded: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        recorded.append(request)
+        return strong_etag(request)
+
+    await _write(recording, _batch("connected", "patient", "p-1"))
+    assert [r.headers.get("if-match") for r in recorded if r.method == "PUT"] == ['"1"']
+
+
+async def test_base_is_stripped_of_slashes_only() -> None:
+    fake = FakeFhirServer("https://ehr.example/fhirX")
+    fake.seed(dict(ENCOUNTER))
+    server = Scripted(fake)
+    await _write(
+        server.handler, _batch("connected", "patient", "p-1"), base="https://ehr.example/fhirX/"
+    )
+    assert str(server.requests[0].url) == "https://ehr.example/fhirX/Encounter/enc-1"
+
+
+@pytest.mark.parametrize("reference", [None, "", "Patient/p-1"])
+async def test_an_encounter_reference_is_needed(reference: str | None) -> None:
+    batch = AttendanceDelivery.of(
+        WriterStrategy.ENCOUNTER_PARTICIPANT,
+        [event("connected", "patient", "p-1", 5)],
+        target=FhirTarget(encounter=reference),
+    )
+    with pytest.raises(ConfigurationError) as info:
+        await _write(_seeded().handler, batch)
+    assert (info.value.reason, str(info.value)) == (
+        "missing_target",
+        "an Encounter reference is needed",
+    )
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+async def test_read_and_update_refusals_are_typed(method: str) -> None:
+    refusal = httpx.Response(503, headers={"Retry-After": "30"})
+    server = Scripted(_seeded(), **{method: refusal})
+    with pytest.raises(FhirUnavailableError) as info:
+        await _write(server.handler, _batch("connected", "patient", "p-1"))
+    verb = "read" if method == "GET" else "update"
+    assert str(info.value) == f"FHIR {verb} Encounter answered 503"
+    assert info.value.retry_at == T0 + timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("body", [[1], {"resourceType": "Patient", "id": "enc-1"}])
+async def test_a_read_of_another_type_is_refused(body: Any) -> None:
+    server = Scripted(_seeded(), GET=httpx.Response(200, json=body))
+    with pytest.raises(FhirError) as info:
+        await _write(server.handler, _batch("connected", "patient", "p-1"))
+    assert (info.value.reason, str(info.value)) == (
+        "fhir_bad_read",
+        "FHIR read Encounter answered another type",
+    )
+
+
+async def test_an_encounter_without_id_gives_no_id() -> None:
+    body = {k: v for k, v in ENCOUNTER.items() if k != "id"}
+    server = Scripted(_seeded(), GET=httpx.Response(200, json=body), PUT=httpx.Response(200))
+    outcome = await _write(server.handler, _batch("connected", "patient", "p-1"))
+    assert (outcome.status, outcome.resource_id) == ("updated", None)

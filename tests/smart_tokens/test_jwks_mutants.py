@@ -572,3 +572,42 @@ def test_a_slow_jwks_uri_does_not_block_another_thread() -> None:
         second.join(6)
         first.join(6)
     assert results == {URL: a.kid, other: b.kid}
+
+
+def test_key_without_alg_takes_the_tokens_alg() -> None:
+    """A JWK without ``alg`` is parsed for the token's algorithm, not a kty default (RS256)."""
+    s = signer("RS384")
+    jwk = {k: v for k, v in s.public_jwk().items() if k != "alg"}
+    jwks = JwksCache(clock=FakeClock())
+    with client_for(JwksEndpoint([jwk])) as client:
+        assert jwks.get_key_sync(client, URL, s.kid, "RS384").algorithm_name == "RS384"
+        assert jwks.get_key_sync(client, URL, s.kid, "RS512").algorithm_name == "RS512"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [(b"{", "not JSON"), (b"[]", "not a JWK Set"), (b'{"keys": 1}', "not a JWK Set")],
+)
+def test_unusable_document_reason_is_logged(
+    body: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    jwks = JwksCache(clock=FakeClock())
+    with (
+        caplog.at_level("WARNING", logger="teams_ehr.smart.jwks"),
+        client_for(lambda r: httpx.Response(200, content=body)) as client,
+        pytest.raises(RemoteError),
+    ):
+        jwks.get_key_sync(client, URL, None, "RS256")
+    messages = [r.getMessage() for r in caplog.records if r.name == "teams_ehr.smart.jwks"]
+    assert messages == [f"JWKS fetch from {URL} failed: {why}"]
+
+
+def test_a_successful_fetch_logs_no_failure(caplog: pytest.LogCaptureFixture) -> None:
+    s = signer("RS256")
+    jwks = JwksCache(clock=FakeClock())
+    with (
+        caplog.at_level("DEBUG", logger="teams_ehr.smart.jwks"),
+        client_for(JwksEndpoint([s.public_jwk()])) as client,
+    ):
+        assert jwks.get_key_sync(client, URL, s.kid, "RS256").key_id == s.kid
+    assert [r for r in caplog.records if r.name == "teams_ehr.smart.jwks"] == []

@@ -180,7 +180,9 @@ def _normalize(raw: dict[str, Any], *, base: str, allow_http: bool) -> SmartConf
     data = dict(raw)
     for name in _URL_FIELDS:
         value = data.get(name)
-        if value is not None:
+        if value == "":  # absent, not a reference to the FHIR base itself (RFC 3986 §5.2)
+            data[name] = None
+        elif value is not None:
             if not isinstance(value, str):
                 raise DiscoveryError(f"{name} is not a string", reason="bad_endpoint")
             data[name] = _check_url(value, base=base, allow_http=allow_http, name=name)
