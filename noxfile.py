@@ -206,6 +206,8 @@ def mutants(session: nox.Session) -> None:
                 "smart/tokens.py",
                 "smart/jwks.py",
                 "smart/epic_context_link.py",
+                "smart/discovery.py",
+                "smart/flows.py",
             ),
             ("tests/smart_launch", "tests/smart_tokens", "tests/epic_link", "tests/boundaries"),
         ),
