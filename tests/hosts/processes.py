@@ -111,9 +111,19 @@ def host_process(
     settings = write_settings(folder, app_base_url=url, top_level=top_level, sections=sections)
     if prepare is not None:
         prepare(settings, url)
+    with run_host(kind, settings, port, server_args=server_args) as host:
+        yield host
+
+
+@contextmanager
+def run_host(
+    kind: HostKind, settings: Path, port: int, *, server_args: Sequence[str] = ()
+) -> Iterator[HostProcess]:
+    """Run the ``kind`` example by its own command line on ``port`` with the ``settings`` file,
+    logging beside it; wait for ``/healthz``, stop the process at exit."""
     env = {**os.environ, "TEAMS_EHR_SETTINGS": str(settings), "PYTHONUNBUFFERED": "1"}
     env.pop("TEAMS_EHR__ENCRYPTION_KEY", None)
-    log_path = folder / f"{kind}.log"
+    log_path = settings.parent / f"{kind}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             _command(kind, port, server_args),
@@ -122,7 +132,7 @@ def host_process(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    host = HostProcess(url, process, log_path)
+    host = HostProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_until_healthy(host)
         yield host

@@ -15,11 +15,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +24,7 @@ import httpx
 import pytest
 
 from demo.demo_clicks import Clicker
-from hosts.processes import EXAMPLES, HostKind, HostProcess, _wait_until_healthy, free_port
+from hosts.processes import HostKind, free_port, run_host
 from teams_ehr.keys import LocalSigner
 from teams_ehr.microsoft_sandbox import SANDBOX_APPROVER_OID, SANDBOX_PATH, SANDBOX_TENANT_ID
 from teams_ehr.testing.fake_ehr import FakeEhr
@@ -64,41 +61,6 @@ def _settings(folder: Path, *, app_base_url: str, key: Path) -> Path:
         encoding="utf-8",
     )
     return settings
-
-
-@contextmanager
-def _host(kind: HostKind, folder: Path, port: int) -> Iterator[HostProcess]:
-    """The example ``kind`` run by its own command line, with ``folder``'s settings."""
-    url = f"http://127.0.0.1:{port}"
-    if kind == "fastapi":
-        server = ["uvicorn", "--factory", "app:app_from_environment", "--host", "127.0.0.1"]
-    else:
-        server = ["flask", "--app", "app:app_from_environment", "run", "--host", "127.0.0.1"]
-    env = {
-        **os.environ,
-        "TEAMS_EHR_SETTINGS": str(folder / "settings.toml"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = folder / f"{kind}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", *server, "--port", str(port)],
-            cwd=EXAMPLES / f"{kind}_app",
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    host = HostProcess(url, process, log_path)
-    try:
-        _wait_until_healthy(host)
-        yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -182,7 +144,7 @@ def test_the_whole_visit_with_microsoft_played_by_the_host(
         }
     )
 
-    with _host(kind, tmp_path, port) as host:
+    with run_host(kind, tmp_path / "settings.toml", port) as host:
         analyst, clinician, patient = (Clicker(host.url) for _ in range(3))
         try:
             _approve(analyst, fake.base_url)
