@@ -12,7 +12,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from teams_ehr._redact import install_redaction
-from teams_ehr._version import __version__
 from teams_ehr.errors import (
     ApprovalRequiredError,
     AuthorizationDeclinedError,
@@ -49,6 +48,7 @@ from teams_ehr.errors import (
 )
 
 if TYPE_CHECKING:
+    from teams_ehr._version import __version__
     from teams_ehr.app import TeamsEhr
     from teams_ehr.attendance.writers import (
         AttendanceFact,
@@ -90,6 +90,8 @@ if TYPE_CHECKING:
 
 
 _LAZY: dict[str, str] = {
+    # read from package metadata on first use, not on import (importlib.metadata scans sys.path)
+    "__version__": "teams_ehr._version",
     "AttendanceFact": "teams_ehr.attendance.writers",
     "AuditEventWriter": "teams_ehr.attendance.writers",
     "EncounterParticipantWriter": "teams_ehr.attendance.writers",
