@@ -170,7 +170,7 @@ def fuzz(session: nox.Session) -> None:
     session.run("python", "fuzz/run.py", "--budget", budget, *targets)
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DEFAULT_PYTHON, reuse_venv=True)
 def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut 3) of the security- and correctness-critical modules.
 
@@ -216,7 +216,12 @@ def mutants(session: nox.Session) -> None:
             ("tests/teams", "tests/readback"),
         ),
         "attendance_in": (
-            ("attendance/webhook.py", "attendance/handshake.py", "attendance/validation_tokens.py"),
+            (
+                "attendance/webhook.py",
+                "attendance/handshake.py",
+                "attendance/validation_tokens.py",
+                "attendance/notification_crypto.py",
+            ),
             ("tests/attendance_in", "tests/boundaries"),
         ),
         "attendance_out": (
@@ -250,6 +255,17 @@ def mutants(session: nox.Session) -> None:
             ("_redact.py", "store/crypto.py"),
             ("tests/unit", "tests/store/test_store_crypto.py"),
         ),
+        "edges": (
+            # T29 address pinning, T13 our signing keys, T14/T17 the clinician identity binding.
+            ("transport.py", "keys.py", "visits/binding.py"),
+            (
+                "tests/security",
+                "tests/visits",
+                "tests/entra",
+                "tests/smart_tokens",
+                "tests/cli/test_keys_cmd.py",
+            ),
+        ),
     }
     wanted = {arg.removeprefix("src/teams_ehr/") for arg in session.posargs}
     known = {module for modules, _ in groups.values() for module in modules}
@@ -257,7 +273,10 @@ def mutants(session: nox.Session) -> None:
         session.error(
             f"not a mutation target: {', '.join(unknown)}. Known: {', '.join(sorted(known))}"
         )
-    session.install("-e", ".[test]", "mutmut>=3.8,<4")
+    # One environment for every run (several groups may run at once from separate shells): it is
+    # built once and kept; the package is installed editable, so source edits need no reinstall.
+    if not (Path(session.virtualenv.location) / "bin" / "mutmut").exists():
+        session.install("-e", ".[test]", "mutmut>=3.8,<4")
 
     root = Path.cwd()
     base = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["tool"]["mutmut"]

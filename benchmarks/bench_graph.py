@@ -5,7 +5,8 @@ separate process on 127.0.0.1 (so client CPU is measured alone), then reports, i
 
 * first-call cost: a fresh interpreter that imports the client and makes one createOrGet
   (median of 3 subprocesses, wall time);
-* per-call client CPU: ``time.process_time`` over N sequential createOrGet calls;
+* per-call client CPU: ``time.process_time`` around each of N sequential createOrGet calls per
+  client, the clients interleaved call by call (not in blocks: load changes over a run);
 * a burst of concurrent ``ensure_meeting`` (createOrGet + PATCH + GET + verify) calls: distinct
   appointments must give that many meetings, and the same number of calls for one appointment one.
 
@@ -166,30 +167,36 @@ def first_call(variant: str, url: str, runs: int = 3) -> float:
     return statistics.median(times)
 
 
-async def per_call_cpu(variant: str, url: str, calls: int) -> float:
+async def per_call_cpu(variants: list[str], url: str, calls: int) -> dict[str, float]:
+    """Client CPU per createOrGet, the variants interleaved call by call (the order rotating
+    every iteration), so a change in machine load hits them alike; ms per call by variant."""
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
+    clients = [httpx.AsyncClient(timeout=30.0, limits=limits) for _ in variants]
+    calls_by_variant: dict[str, Any] = {}
+    for variant, http in zip(variants, clients, strict=True):
         if variant == "lean":
-            client = lean_client(url, http)
-
-            async def call() -> None:
-                await call_lean(client)
+            lean = lean_client(url, http)
+            calls_by_variant[variant] = lambda lean=lean: call_lean(lean)
         elif variant == "msgraph":
-            client = msgraph_client(url, http)
-
-            async def call() -> None:
-                await call_msgraph(client)
+            sdk = msgraph_client(url, http)
+            calls_by_variant[variant] = lambda sdk=sdk: call_msgraph(sdk)
         else:
-
-            async def call() -> None:
-                await call_raw(url, http)
-
+            calls_by_variant[variant] = lambda http=http: call_raw(url, http)
+    spent = dict.fromkeys(variants, 0.0)
+    try:
         for _ in range(20):  # warm-up (msgraph's first call imports ~1,300 modules)
-            await call()
-        started = time.process_time()
-        for _ in range(calls):
-            await call()
-        return (time.process_time() - started) / calls * 1000
+            for variant in variants:
+                await calls_by_variant[variant]()
+        for index in range(calls):
+            shift = index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                started = time.process_time()
+                await calls_by_variant[variant]()
+                spent[variant] += time.process_time() - started
+    finally:
+        for http in clients:
+            await http.aclose()
+    return {variant: seconds / calls * 1000 for variant, seconds in spent.items()}
 
 
 async def raw_ensure(
@@ -311,7 +318,7 @@ def main() -> None:
     try:
         variants = ["raw", "lean", "msgraph"]
         first = {v: first_call(v, url) for v in variants}
-        cpu = {v: asyncio.run(per_call_cpu(v, url, args.calls)) for v in variants}
+        cpu = asyncio.run(per_call_cpu(variants, url, args.calls))
         # Alternate raw and GraphClient bursts twice and keep each one's best: on a shared
         # machine the load changes during the run, and order must not decide the ratio.
         runs = []
@@ -336,7 +343,8 @@ def main() -> None:
         "",
         f"FakeGraph in its own process on 127.0.0.1 (uvicorn, one worker: the loopback bursts are "
         f"bound by it); {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; Python "
-        f"{sys.version.split()[0]}; {args.calls} sequential createOrGet calls per client.",
+        f"{sys.version.split()[0]}; {args.calls} sequential createOrGet calls per client, "
+        "the clients interleaved call by call (rotating order).",
         "",
         "| client | first call (import + 1 createOrGet, wall ms) | per-call client CPU (ms) "
         "| CPU vs raw httpx | CPU vs GraphClient |",

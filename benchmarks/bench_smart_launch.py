@@ -103,31 +103,55 @@ class HandWritten:
         verifier, state, nonce = (secrets.token_urlsafe(32) for _ in range(3))
         digest = hashlib.sha256(verifier.encode()).digest()
         challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-        query = urlencode({
-            "response_type": "code", "client_id": "app", "redirect_uri": REDIRECT,
-            "scope": "launch openid fhirUser", "state": state, "aud": iss, "launch": launch,
-            "code_challenge": challenge, "code_challenge_method": "S256", "nonce": nonce,
-        })  # fmt: skip
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": "app",
+                "redirect_uri": REDIRECT,
+                "scope": "launch openid fhirUser",
+                "state": state,
+                "aud": iss,
+                "launch": launch,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "nonce": nonce,
+            }
+        )
         callback = browser_authorize(browser, conf["authorization_endpoint"] + "?" + query)
         if callback.get("state") != state or callback.get("iss") != conf["issuer"]:
             raise RuntimeError("state or iss mismatch")
         now = int(time.time())
-        claims = {"iss": "app", "sub": "app", "aud": conf["token_endpoint"], "iat": now,
-                  "exp": now + 240, "jti": secrets.token_urlsafe(32)}  # fmt: skip
+        claims = {
+            "iss": "app",
+            "sub": "app",
+            "aud": conf["token_endpoint"],
+            "iat": now,
+            "exp": now + 240,
+            "jti": secrets.token_urlsafe(32),
+        }
         assertion = jwt.encode(claims, self.key, algorithm="RS384", headers={"kid": self.kid})  # type: ignore[arg-type]
         token = self.http.post(
             conf["token_endpoint"],
-            data={"grant_type": "authorization_code", "code": callback["code"],
-                  "redirect_uri": REDIRECT, "code_verifier": verifier,
-                  "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion},
-        ).json()  # fmt: skip
+            data={
+                "grant_type": "authorization_code",
+                "code": callback["code"],
+                "redirect_uri": REDIRECT,
+                "code_verifier": verifier,
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion,
+            },
+        ).json()
         keys = self.http.get(conf["jwks_uri"]).json()["keys"]
         kid = jwt.get_unverified_header(token["id_token"])["kid"]
         key = jwt.PyJWK(next(k for k in keys if k["kid"] == kid), algorithm="RS256")
         id_claims = jwt.decode(
-            token["id_token"], key.key, algorithms=["RS256"], audience="app",
-            issuer=conf["issuer"], options={"require": ["exp", "iat", "iss", "aud"]},
-        )  # fmt: skip
+            token["id_token"],
+            key.key,
+            algorithms=["RS256"],
+            audience="app",
+            issuer=conf["issuer"],
+            options={"require": ["exp", "iat", "iss", "aud"]},
+        )
         if id_claims.get("nonce") != nonce:
             raise RuntimeError("nonce mismatch")
         patient: str | None = token.get("patient")
@@ -145,10 +169,13 @@ class FhirClientPy:
 
     def launch(self, browser: httpx.Client) -> str | None:
         settings = {
-            "app_id": "fc-app", "app_secret": "fc-secret", "api_base": self.fake.base_url,
-            "redirect_uri": REDIRECT, "launch_token": self.fake.issue_launch(),
+            "app_id": "fc-app",
+            "app_secret": "fc-secret",
+            "api_base": self.fake.base_url,
+            "redirect_uri": REDIRECT,
+            "launch_token": self.fake.issue_launch(),
             "scope": "openid fhirUser",
-        }  # fmt: skip
+        }
         smart = fhirclient_client.FHIRClient(settings=settings)
         response = browser.get(smart.authorize_url)
         smart.handle_callback(response.headers["location"])
@@ -156,18 +183,51 @@ class FhirClientPy:
         return context.get("patient")
 
 
-# fmt: off
 RESOURCE_TYPES = (
-    "Account", "AllergyIntolerance", "Appointment", "Binary", "CarePlan", "CareTeam",
-    "Condition", "Consent", "Coverage", "Device", "DiagnosticReport", "DocumentReference",
-    "Encounter", "Endpoint", "FamilyMemberHistory", "Flag", "Goal", "Group", "Immunization",
-    "ImagingStudy", "List", "Location", "Media", "Medication", "MedicationAdministration",
-    "MedicationDispense", "MedicationRequest", "Observation", "Organization", "Patient",
-    "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire",
-    "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchStudy", "ServiceRequest",
-    "Specimen", "Substance", "Task",
+    "Account",
+    "AllergyIntolerance",
+    "Appointment",
+    "Binary",
+    "CarePlan",
+    "CareTeam",
+    "Condition",
+    "Consent",
+    "Coverage",
+    "Device",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "Endpoint",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "Group",
+    "Immunization",
+    "ImagingStudy",
+    "List",
+    "Location",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "Observation",
+    "Organization",
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchStudy",
+    "ServiceRequest",
+    "Specimen",
+    "Substance",
+    "Task",
 )
-# fmt: on
 
 
 def production_sized_metadata(
@@ -180,10 +240,13 @@ def production_sized_metadata(
     for index in range(copies):
         kind = RESOURCE_TYPES[index % len(RESOURCE_TYPES)]
         params = [
-            {"name": f"param-{n}", "type": "token",
-             "documentation": f"Search {kind} by parameter {n}; see the vendor guide." * 3}
+            {
+                "name": f"param-{n}",
+                "type": "token",
+                "documentation": f"Search {kind} by parameter {n}; see the vendor guide." * 3,
+            }
             for n in range(12)
-        ]  # fmt: skip
+        ]
         interactions = [{"code": c} for c in ("read", "vread", "search-type", "create")]
         resources.append({"type": kind, "interaction": interactions, "searchParam": params})
     statement["rest"][0]["resource"] = resources

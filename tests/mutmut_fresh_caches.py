@@ -18,5 +18,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if name != "teams_ehr" and not name.startswith("teams_ehr."):
             continue
         for value in list(vars(module).values()):
-            if hasattr(value, "cache_info") and callable(getattr(value, "cache_clear", None)):
+            # looked up on the type: a module-level proxy (Flask's ``request``) raises on any
+            # attribute access outside a request
+            if callable(getattr(type(value), "cache_clear", None)):
                 value.cache_clear()

@@ -17,7 +17,11 @@ from fastapi import FastAPI
 
 from teams_ehr.app import TeamsEhr
 from teams_ehr.config import load_settings
-from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
+from teams_ehr.integrations.starlette import (
+    teams_ehr_lifespan,
+    teams_ehr_not_found,
+    teams_ehr_routes,
+)
 
 
 def create_app(runtime: TeamsEhr) -> FastAPI:
@@ -28,6 +32,8 @@ def create_app(runtime: TeamsEhr) -> FastAPI:
         docs_url=None,  # no public API docs: these routes are for EHRs and browsers
         redoc_url=None,
         openapi_url=None,
+        # an unknown path: an HTML page for a browser, JSON for an API client
+        exception_handlers={404: teams_ehr_not_found},
     )
     app.router.routes.extend(teams_ehr_routes(runtime))
 

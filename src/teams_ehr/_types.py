@@ -3,20 +3,19 @@ the base of caller-built models that refuse bad input with a ``TeamsEhrError`` (
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias, TypeVar
 
 import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    ModelWrapValidatorHandler,
-    ValidationError,
-    model_validator,
-)
 
 from teams_ehr.errors import UsageError
+
+_DEFINING = threading.Lock()
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T")
 
@@ -53,23 +52,61 @@ def invalid_input(
     return error(f"invalid {model}: {', '.join(fields)}")
 
 
-class CallerModel(BaseModel):
-    """Base of the frozen models integrators build (``MeetingRequest``, ``SmartClientConfig`` …).
+if TYPE_CHECKING:
 
-    Invalid input raises :attr:`refusal` (:class:`~teams_ehr.errors.UsageError`, or
-    ``ConfigurationError`` for configuration models; ``reason="naive_datetime"`` for a datetime
-    without offset, else the class's default reason) naming the fields, never pydantic's
-    ``ValidationError`` and never the values (docs/errors.md). A subclass's own
-    ``model_validator`` runs outside this conversion, so it raises a ``TeamsEhrError`` itself.
-    """
+    class CallerModel(BaseModel):
+        """Base of the frozen models integrators build; defined by :func:`_define_caller_model`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-    refusal: ClassVar[type[UsageError]] = UsageError
+        model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+        refusal: ClassVar[type[UsageError]]
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _refuse_as_usage_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise invalid_input(cls.__name__, exc, cls.refusal) from None
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``CallerModel`` is defined on first use (PEP 562): importing this module, as every
+        module of the package does for :data:`Clock`, does not load pydantic's model machinery."""
+        if name != "CallerModel":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        with _DEFINING:  # one class, even when two threads import its subclasses at once
+            model = globals().get("CallerModel")
+            if model is None:
+                model = globals()["CallerModel"] = _define_caller_model()
+        return model
+
+
+def _define_caller_model() -> type[Any]:
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        ModelWrapValidatorHandler,
+        ValidationError,
+        model_validator,
+    )
+
+    class CallerModel(BaseModel):
+        """Base of the frozen models integrators build (``MeetingRequest``,
+        ``SmartClientConfig`` …).
+
+        Invalid input raises :attr:`refusal` (:class:`~teams_ehr.errors.UsageError`, or
+        ``ConfigurationError`` for configuration models; ``reason="naive_datetime"`` for a
+        datetime without offset, else the class's default reason) naming the fields, never
+        pydantic's ``ValidationError`` and never the values (docs/errors.md). A subclass's own
+        ``model_validator`` runs outside this conversion, so it raises a ``TeamsEhrError``
+        itself.
+        """
+
+        model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+        refusal: ClassVar[type[UsageError]] = UsageError
+
+        @model_validator(mode="wrap")
+        @classmethod
+        def _refuse_as_usage_error(
+            cls, data: Any, handler: ModelWrapValidatorHandler[Self]
+        ) -> Self:
+            try:
+                return handler(data)
+            except ValidationError as exc:
+                raise invalid_input(cls.__name__, exc, cls.refusal) from None
+
+    CallerModel.__qualname__ = "CallerModel"  # pickled and shown as teams_ehr._types.CallerModel
+    return CallerModel

@@ -26,48 +26,39 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
-import anyio
 import httpx
 
-from teams_ehr import metrics
-from teams_ehr._redact import install_redaction
 from teams_ehr._types import Clock, utc_now
-from teams_ehr.attendance.fhir_resources import FhirTarget
-from teams_ehr.attendance.notification_crypto import NotificationCertificate
-from teams_ehr.attendance.runtime import AttendanceRuntime
-from teams_ehr.attendance.visit_state import LaunchCapture, VisitKeyCapture
-from teams_ehr.config import SmartSettings, TeamsEhrSettings
 from teams_ehr.errors import ApprovalRequiredError, ConfigurationError, UsageError
-from teams_ehr.keys import LocalSigner, Signer
-from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH as ADMIN_CALLBACK
-from teams_ehr.orgs.console import AdminPolicy, AdminService
-from teams_ehr.orgs.models import EnvironmentName, Organization, config_hash
-from teams_ehr.orgs.registry import OrganizationRegistry
-from teams_ehr.smart.authorize import SmartClientConfig
-from teams_ehr.smart.client_auth import PrivateKeyJwt
-from teams_ehr.smart.discovery import DiscoveryCache
-from teams_ehr.smart.flows import AsyncSmartLaunchClient
-from teams_ehr.smart.jwks import JwksCache
-from teams_ehr.store.factory import open_store
-from teams_ehr.store.protocol import MeetingRow, Store
-from teams_ehr.teams.credentials import CertificateCredential, ClientCredentialsProvider
-from teams_ehr.teams.graph_client import GraphClient
-from teams_ehr.teams.join_urls import TEAMS_HOSTS
-from teams_ehr.teams.meetings import GraphMeetingFactory, MeetingFactory
-from teams_ehr.teams.signin import EntraAppConfig
-from teams_ehr.transport import AsyncPinningTransport
-from teams_ehr.visits.approval import ApprovalLaunch
-from teams_ehr.visits.binding import ClinicianBinding
-from teams_ehr.visits.callback import EhrCallback
-from teams_ehr.visits.joinlinks import JoinLinkService
-from teams_ehr.visits.launch import EhrLaunch
-from teams_ehr.visits.meetings import MeetingReadyHook, VisitMeetings
-from teams_ehr.visits.patient import PatientJoin
-from teams_ehr.visits.policy import VisitPolicy
-from teams_ehr.visits.provider import ProviderLaunch
-from teams_ehr.visits.records import LaunchRole
+
+if TYPE_CHECKING:
+    # Only for annotations: a host loads these modules when it builds or opens the runtime,
+    # not when it imports this one (benchmarks/bench_import.py measures the import).
+    from teams_ehr.attendance.fhir_resources import FhirTarget
+    from teams_ehr.attendance.notification_crypto import NotificationCertificate
+    from teams_ehr.attendance.runtime import AttendanceRuntime
+    from teams_ehr.config import SmartSettings, TeamsEhrSettings
+    from teams_ehr.keys import Signer
+    from teams_ehr.orgs.console import AdminService
+    from teams_ehr.orgs.models import EnvironmentName, Organization
+    from teams_ehr.orgs.registry import OrganizationRegistry
+    from teams_ehr.smart.discovery import DiscoveryCache
+    from teams_ehr.smart.flows import AsyncSmartLaunchClient
+    from teams_ehr.smart.jwks import JwksCache
+    from teams_ehr.store.protocol import MeetingRow, Store
+    from teams_ehr.teams.graph_client import GraphClient
+    from teams_ehr.teams.meetings import MeetingFactory
+    from teams_ehr.teams.signin import EntraAppConfig
+    from teams_ehr.visits.approval import ApprovalLaunch
+    from teams_ehr.visits.binding import ClinicianBinding
+    from teams_ehr.visits.callback import EhrCallback
+    from teams_ehr.visits.joinlinks import JoinLinkService
+    from teams_ehr.visits.meetings import MeetingReadyHook, VisitMeetings
+    from teams_ehr.visits.patient import PatientJoin
+    from teams_ehr.visits.provider import ProviderLaunch
+    from teams_ehr.visits.records import LaunchRole
 
 __all__ = ["DefaultOrgServices", "TeamsEhr", "VisitFlows", "load_signers"]
 
@@ -97,6 +88,8 @@ def _microsoft_sandbox(settings: TeamsEhrSettings, clock: Clock) -> MicrosoftSta
 
 def load_signers(settings: TeamsEhrSettings) -> dict[EnvironmentName, Signer]:
     """Our SMART signing keys per environment, read from the configured PEM files."""
+    from teams_ehr.keys import LocalSigner
+
     signers: dict[EnvironmentName, Signer] = {}
     paths: dict[EnvironmentName, Path | None] = {
         "test": settings.smart.test_key_path,
@@ -155,9 +148,16 @@ class DefaultOrgServices:
         env = org.environment(environment)
         if env is None:
             raise ApprovalRequiredError("the organization has no such environment")
+        from teams_ehr.orgs.models import config_hash
+
         key = (org.org_id, environment, role, config_hash(org, environment))
         client = self._smart.get(key)
         if client is None:
+            from teams_ehr.attendance.visit_state import LaunchCapture
+            from teams_ehr.smart.authorize import SmartClientConfig
+            from teams_ehr.smart.client_auth import PrivateKeyJwt
+            from teams_ehr.smart.flows import AsyncSmartLaunchClient
+
             signer = self._signers.get(environment)
             if signer is None:
                 raise ConfigurationError(f"no SMART signing key for {environment}")
@@ -193,6 +193,9 @@ class DefaultOrgServices:
     ) -> EntraAppConfig:
         """Microsoft sign-in at the tenant's own authority, back to ``callback_path``; the code is
         redeemed with the app's certificate when one is configured, else with its secret."""
+        from teams_ehr.teams.credentials import CertificateCredential
+        from teams_ehr.teams.signin import EntraAppConfig
+
         microsoft = self._settings.microsoft
         certificate = microsoft.certificate()
         if certificate is None and microsoft.client_secret is None:
@@ -217,6 +220,9 @@ class DefaultOrgServices:
         """App-only Graph for one organization tenant."""
         graph = self._graphs.get(tenant_id)
         if graph is None:
+            from teams_ehr.teams.credentials import ClientCredentialsProvider
+            from teams_ehr.teams.graph_client import GraphClient
+
             microsoft = self._settings.microsoft
             credentials = ClientCredentialsProvider(
                 tenant_id,
@@ -236,6 +242,9 @@ class DefaultOrgServices:
     def meeting_factory(self, org: Organization) -> MeetingFactory:
         factory = self._factories.get(org.tenant_id)
         if factory is None:
+            from teams_ehr.attendance.visit_state import VisitKeyCapture
+            from teams_ehr.teams.meetings import GraphMeetingFactory
+
             graph = self.graph_client(org.tenant_id)
             factory = GraphMeetingFactory(graph, external_id_key=self._external_id_key)
             if self._launch_stash is not None:
@@ -394,6 +403,8 @@ class TeamsEhr:
                 "FlaskTeamsEhr (compose other lifespans with compose_lifespans)",
                 reason="already_open",
             )
+        from teams_ehr._redact import install_redaction
+
         install_redaction()  # the HTTP clients we drive log URLs (docs/security.md, threat T31)
         try:
             self._parts = await self._open(self._stack, _running_loop())
@@ -403,6 +414,18 @@ class TeamsEhr:
         return self
 
     async def _open(self, stack: AsyncExitStack, loop: object | None) -> _OpenParts:
+        # Imported here, not at module level: a host that imports teams_ehr.app loads the flows,
+        # the store, the console and the attendance pipeline only when it opens a runtime.
+        import anyio
+
+        from teams_ehr.orgs.console import ADMIN_MICROSOFT_CALLBACK_PATH, AdminPolicy, AdminService
+        from teams_ehr.orgs.registry import OrganizationRegistry
+        from teams_ehr.smart.discovery import DiscoveryCache
+        from teams_ehr.smart.jwks import JwksCache
+        from teams_ehr.store.factory import open_store
+        from teams_ehr.transport import AsyncPinningTransport
+        from teams_ehr.visits.joinlinks import JoinLinkService
+
         settings = self.settings
         sandbox = _microsoft_sandbox(settings, self.clock) if settings.microsoft_sandbox else None
         http = self._http
@@ -431,7 +454,7 @@ class TeamsEhr:
         else:
             raw_store = self._store
         await raw_store.migrate()
-        store = cast(Store, _LoopBoundStore(raw_store, loop))
+        store = cast("Store", _LoopBoundStore(raw_store, loop))
         registry = OrganizationRegistry(store, self.clock)
         jwks = JwksCache(clock=self.clock, allow_http=settings.allow_http)
         discovery = DiscoveryCache(clock=self.clock, allow_http=settings.allow_http)
@@ -447,6 +470,8 @@ class TeamsEhr:
         )
         attendance = None
         if enabled:
+            from teams_ehr.attendance.runtime import AttendanceRuntime
+
             attendance = AttendanceRuntime(
                 settings,
                 store=store,
@@ -463,7 +488,7 @@ class TeamsEhr:
             store=store,
             registry=registry,
             visits=visits.approval,
-            entra=partial(services.entra_config_for, callback_path=ADMIN_CALLBACK),
+            entra=partial(services.entra_config_for, callback_path=ADMIN_MICROSOFT_CALLBACK_PATH),
             jwks=jwks,
             discovery=discovery,
             http=http,
@@ -509,6 +534,16 @@ class TeamsEhr:
         jwks: JwksCache,
         http: httpx.AsyncClient,
     ) -> VisitFlows:
+        from teams_ehr.teams.join_urls import TEAMS_HOSTS
+        from teams_ehr.visits.approval import ApprovalLaunch
+        from teams_ehr.visits.binding import ClinicianBinding
+        from teams_ehr.visits.callback import EhrCallback
+        from teams_ehr.visits.launch import EhrLaunch
+        from teams_ehr.visits.meetings import VisitMeetings
+        from teams_ehr.visits.patient import PatientJoin
+        from teams_ehr.visits.policy import VisitPolicy
+        from teams_ehr.visits.provider import ProviderLaunch
+
         clock = self.clock
         hosts = TEAMS_HOSTS | self.settings.microsoft.extra_join_hosts
         policy = VisitPolicy(
@@ -667,6 +702,8 @@ class TeamsEhr:
         """The counters of :mod:`teams_ehr.metrics` plus the outbox depth, in the Prometheus
         text format (docs/guides/integrator.md, "Observability"). Serve it on an operator-only
         route, never publicly."""
+        from teams_ehr import metrics
+
         return await metrics.exposition(self.store)
 
     def public_jwks(self) -> dict[str, list[dict[str, str]]]:

@@ -22,7 +22,6 @@ import binascii
 import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import timedelta
@@ -531,6 +530,8 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only load_settings with a file reads TOML
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -186,10 +186,20 @@ class ApprovalRequiredError(SecurityError):
 
 
 class JoinLinkInvalidError(SecurityError):
-    """A patient join link is unknown, expired, revoked or rate-limited (uniform 404)."""
+    """A patient join link is unknown, expired, revoked or rate-limited (uniform 404).
+
+    ``opens_at`` (aware UTC) is when a ``not_yet_valid`` link opens, so the page can say so; it
+    is public metadata of the window, never in the message or ``repr``.
+    """
 
     default_reason = "join_link_invalid"
     http_status_hint = 404
+
+    def __init__(
+        self, message: str = "", *, reason: str | None = None, opens_at: datetime | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.opens_at = opens_at
 
 
 class JoinLinkRateLimitedError(JoinLinkInvalidError):

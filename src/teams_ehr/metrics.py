@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from teams_ehr.errors import RemoteError, SecurityError
 from teams_ehr.store.protocol import OutboxState
@@ -45,7 +45,9 @@ __all__ = [
     "record_meeting",
     "record_notification",
     "record_security_refusal",
+    "record_subscription_setup",
     "refresh_outbox_depth",
+    "refresh_setup_depth",
     "render_prometheus",
     "snapshot",
 ]
@@ -275,6 +277,8 @@ LAUNCH_STAGES = ("begin", "ehr_callback", "microsoft_signin", "patient_join")
 OUTCOMES = ("ok", "refused", "remote_error", "error")
 NOTIFICATION_OUTCOMES = ("accepted", "duplicate", "rejected", "error")
 OUTBOX_STATES: tuple[OutboxState, ...] = ("pending", "leased", "delivered", "dead")
+SETUP_OUTCOMES = ("done", "retry", "abandoned")
+SETUP_STATES = ("pending", "leased", "done", "abandoned", "retrying")
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,22 @@ class StandardMetrics:
                 "Graph change notifications received, by outcome.",
                 outcome=LabelRule.one_of(*NOTIFICATION_OUTCOMES),
             ),
+            "subscription_setups": r.counter(
+                "teams_ehr_subscription_setups_total",
+                "Attendance subscription setup attempts by outcome (done, retry, abandoned).",
+                outcome=LabelRule.one_of(*SETUP_OUTCOMES),
+            ),
+            "subscription_setup_failures": r.counter(
+                "teams_ehr_subscription_setup_failures_total",
+                "Subscription setups retried or abandoned, by reason code.",
+                reason=LabelRule.code(),
+            ),
+            "subscription_setup_depth": r.gauge(
+                "teams_ehr_subscription_setup_depth",
+                "Attendance subscription setups by state (read from the store; retrying = "
+                "pending or leased after a failure).",
+                state=LabelRule.one_of(*SETUP_STATES),
+            ),
         }
         for name, family in fields.items():
             object.__setattr__(self, name, family)
@@ -330,6 +350,9 @@ class StandardMetrics:
     dead_letters: Counter = field(init=False)
     dead_letter_reasons: Counter = field(init=False)
     notifications: Counter = field(init=False)
+    subscription_setups: Counter = field(init=False)
+    subscription_setup_failures: Counter = field(init=False)
+    subscription_setup_depth: Gauge = field(init=False)
 
 
 DEFAULT = StandardMetrics()
@@ -383,6 +406,16 @@ def record_notification(
     metrics.notifications.inc(count, outcome=outcome)
 
 
+def record_subscription_setup(
+    outcome: str, *, reason: str | None = None, metrics: StandardMetrics = DEFAULT
+) -> None:
+    """One attendance subscription setup attempt (:data:`SETUP_OUTCOMES`); a retry or an
+    abandoned setup is also counted by its ``reason`` code."""
+    metrics.subscription_setups.inc(outcome=outcome)
+    if reason is not None:
+        metrics.subscription_setup_failures.inc(reason=reason)
+
+
 @contextmanager
 def observe_launch(stage: str, *, metrics: StandardMetrics = DEFAULT) -> Iterator[None]:
     """Count one launch step: ``ok`` on return; on an exception its outcome (and, for a
@@ -409,6 +442,19 @@ async def refresh_outbox_depth(store: _OutboxCounts, *, metrics: StandardMetrics
         metrics.outbox_depth.set(counts.get(state, 0), state=state)
 
 
+@runtime_checkable
+class _SetupCounts(Protocol):
+    async def subscription_setup_counts(self) -> Mapping[str, int]: ...
+
+
+async def refresh_setup_depth(store: _SetupCounts, *, metrics: StandardMetrics = DEFAULT) -> None:
+    """Read ``store.subscription_setup_counts()`` into ``teams_ehr_subscription_setup_depth``
+    (``exposition`` does it when its store has them)."""
+    counts = await store.subscription_setup_counts()
+    for state in SETUP_STATES:
+        metrics.subscription_setup_depth.set(counts.get(state, 0), state=state)
+
+
 async def exposition(
     store: _OutboxCounts | None = None, *, metrics: StandardMetrics = DEFAULT
 ) -> str:
@@ -416,6 +462,8 @@ async def exposition(
     gauge refreshed from ``store`` when given, then every family rendered."""
     if store is not None:
         await refresh_outbox_depth(store, metrics=metrics)
+        if isinstance(store, _SetupCounts):
+            await refresh_setup_depth(store, metrics=metrics)
     return metrics.registry.render_prometheus()
 
 

@@ -144,6 +144,7 @@ class MicrosoftSandbox:
             self.graph, self.entra, app_id=microsoft.client_id, webhook_client=webhooks
         )
         self._people: dict[tuple[str, str], RoomPerson] = {}
+        self._names: dict[str, str] = {}
         self._handles: RoomHandles | None = None
         self._pages: Any = None
 
@@ -244,6 +245,19 @@ class MicrosoftSandbox:
 
     def roster_url(self, appointment: DemoAppointment) -> str | None:
         return None
+
+    @property
+    def portal_url(self) -> str | None:
+        return None  # the patient portal is the real EHR's
+
+    def signed_in(self, object_id: str, name: str) -> None:
+        self._names[object_id.lower()] = name
+
+    def display_name(self, object_id: str) -> str | None:
+        return self._names.get(object_id.lower())
+
+    def guest_name(self, handle: str, portal_browser: str | None) -> str:
+        return ""  # the real portal's launch context does not reach these pages
 
     async def room_changed(self) -> None:
         """Graph's change notifications for the room, to the runtime's webhook now."""

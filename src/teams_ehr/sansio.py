@@ -98,11 +98,13 @@ def _check_size(request: httpx.Request, size: int, limit: int) -> None:
 
 
 def _buffered(response: httpx.Response, body: bytes) -> httpx.Response:
-    # raw bytes: a header value with non-ASCII bytes cannot round-trip through str (RFC 9110 §5.5)
-    headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
-    return httpx.Response(
-        response.status_code, headers=headers, content=body, request=response.request
-    )
+    """The streamed response itself, its decoded ``body`` kept as its content (no second
+    Response): ``Content-Encoding`` goes, since the body is no longer encoded (RFC 9110 §8.4);
+    every other header stays as received, raw bytes included (RFC 9110 §5.5)."""
+    if "content-encoding" in response.headers:
+        del response.headers["content-encoding"]
+    response._content = body  # what Response.read() sets; the stream is consumed and closed
+    return response
 
 
 def send_sync(client: httpx.Client, request: httpx.Request) -> httpx.Response:

@@ -50,10 +50,10 @@ def test_admin_configures_approver_proves_and_approves_then_launch_works() -> No
         assert signed_in.status_code == 303
         assert signed_in.headers["location"] == "/admin"
         assert c.create(admin).status_code == 303
-        assert "test: draft" in admin.get("/admin").text
-        assert _provider_launch(c, "appt-1") == 400  # a draft never launches
+        assert "Test: Draft — not submitted" in admin.get("/admin").text
+        assert _provider_launch(c, "appt-1") == 403  # a draft never launches
         assert c.transition(admin, "submit").status_code == 303
-        assert _provider_launch(c, "appt-1") == 400  # nor a pending one
+        assert _provider_launch(c, "appt-1") == 403  # nor a pending one
 
         assert c.sign_in(approver, APPROVER_OID).status_code == 303
         review = approver.get(f"/admin/orgs/{ORG}/test/review")
@@ -143,7 +143,7 @@ def test_audit_log_lists_every_change_without_secrets() -> None:
         assert entries[3]["detail"]["fhir_base"] == c.sandbox.ehr.base_url
         html = admin.get(f"/admin/orgs/{ORG}/audit")
         assert html.status_code == 200
-        assert "approved" in html.text
+        assert "Approved" in html.text
         secret = c.sandbox.settings.microsoft.client_secret
         assert secret is not None
         canaries = [csrf_admin, csrf_approver, secret.get_secret_value()]

@@ -74,7 +74,7 @@ def test_sign_in_for_an_unknown_tenant_is_refused() -> None:
     with console() as c:
         browser = c.browser()
         assert browser.get("/admin/signin", {"tenant": OTHER_TENANT}).status_code == 403
-        assert browser.get("/admin/signin", {"tenant": "common"}).status_code == 403
+        assert browser.get("/admin/signin", {"tenant": "common"}).status_code == 400  # not a GUID
         assert not c.sandbox.entra.requests
 
 
@@ -146,7 +146,7 @@ def test_replayed_approval_and_replayed_ehr_callback_are_refused() -> None:
         assert c.transition(admin, "resume").status_code == 303
         assert c.approve(approver, approval_id=approval_id).status_code == 403
         assert _state(c) == "pending_approval"
-        assert _launch_status(c) == 400
+        assert _launch_status(c) == 403  # "this organization isn't approved yet"
 
 
 def test_ehr_callback_of_an_approval_in_another_browser_is_refused() -> None:
@@ -245,7 +245,7 @@ def test_edit_after_approval_stops_launches_until_reapproved() -> None:
         )
         assert edited.status_code == 303
         assert _state(c) == "pending_approval"
-        assert _launch_status(c) == 400
+        assert _launch_status(c) == 403  # "this organization isn't approved yet"
         assert admin.get(f"/admin/api/orgs/{ORG}/test/records").status_code == 403
         assert c.full_approval(approver).status_code == 303
         assert _launch_status(c) == 302

@@ -1,7 +1,7 @@
 """T21 validation-handshake edges that ``nox -s mutants -- attendance/handshake.py`` left open.
 
 Window ends at exactly ``open + window`` (and 1 µs before), overlapping windows closed one at a
-time, the exact nonces a shared window writes and probes, query parsing limits at their edge
+time, the one row a shared window writes, reads and deletes, query parsing limits at their edge
 (20 fields, 1,024 characters, blank values, raw bytes as Latin-1) and every refusal's status,
 body, reason and ``security_event`` record.
 """
@@ -79,23 +79,28 @@ async def test_an_expired_window_does_not_hide_a_live_one() -> None:
     assert await handshakes.is_pending("notification", later)
 
 
-# -- shared windows: the exact nonces -----------------------------------------------------------
+# -- shared windows: one row each -----------------------------------------------------------------
 
 
-class RecordingNonces:
-    """A real SqliteStore's nonces, with every call recorded."""
+class RecordingHandshakes:
+    """A real SqliteStore's handshake table, with every call recorded."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self.calls: list[tuple[str, str, datetime, bool]] = []
+        self.calls: list[tuple[Any, ...]] = []
 
-    async def remember_once(self, namespace: str, key: str, *, expires_at: datetime) -> bool:
-        fresh = await self.store.remember_once(namespace, key, expires_at=expires_at)
-        self.calls.append((namespace, key, expires_at, fresh))
-        return fresh
+    async def open_handshake(self, handshake_id: str, kinds: Any, *, expires_at: datetime) -> None:
+        self.calls.append(("open", handshake_id, tuple(kinds), expires_at))
+        await self.store.open_handshake(handshake_id, kinds, expires_at=expires_at)
 
-    async def count_hit(self, bucket: str, *, window_start: datetime) -> int:
-        raise AssertionError("handshakes never count hits")
+    async def close_handshake(self, handshake_id: str) -> None:
+        self.calls.append(("close", handshake_id))
+        await self.store.close_handshake(handshake_id)
+
+    async def handshake_pending(self, kind: str, *, now: datetime) -> bool:
+        pending = await self.store.handshake_pending(kind, now=now)
+        self.calls.append(("pending", kind, now, pending))
+        return pending
 
 
 class _Clock:
@@ -106,35 +111,36 @@ class _Clock:
         return self.now
 
 
-async def test_shared_window_writes_one_nonce_per_kind_and_second() -> None:
+async def test_shared_window_is_one_row_closed_early() -> None:
     clock = _Clock()
     async with SqliteStore(":memory:", cipher=FieldCipher(new_encryption_key()), clock=clock) as s:
-        nonces = RecordingNonces(s)
-        shared = SharedHandshakes(nonces, window=timedelta(seconds=2))
+        recorded = RecordingHandshakes(s)
+        shared = SharedHandshakes(recorded, window=timedelta(seconds=2))
         handle = await shared.open(T, frozenset({"notification", "lifecycle"}))
-        first = int(T.timestamp())
-        assert handle == (first, first + 2)
         until = T + timedelta(seconds=2)
-        second_ends = [datetime.fromtimestamp(first + i, UTC) for i in (1, 2)]
-        expected = [
-            ("graph_handshake", f"{kind}:{first + i}", end, True)
-            for kind in ("lifecycle", "notification")
-            for i, end in enumerate([*second_ends, until])
+        assert recorded.calls == [("open", handle, ("lifecycle", "notification"), until)]
+        assert isinstance(handle, str)
+        assert len(handle) == 32
+        assert await s._read("SELECT kinds FROM handshakes", ()) == [(",lifecycle,notification,",)]
+        recorded.calls.clear()
+        assert await shared.is_pending("notification", T)  # the opener answers from memory
+        assert recorded.calls == []
+        other = SharedHandshakes(recorded, window=timedelta(seconds=2))  # another instance
+        clock.now = until - ONE_US
+        assert await other.is_pending("lifecycle", clock.now)
+        assert not await other.is_pending("lifecycle", until)  # ends exactly at open + window
+        assert not await shared.is_pending("lifecycle", until)
+        assert recorded.calls == [
+            ("pending", "lifecycle", until - ONE_US, True),
+            ("pending", "lifecycle", until, False),
+            ("pending", "lifecycle", until, False),
         ]
-        assert nonces.calls == expected
-        nonces.calls.clear()
-        clock.now = T + timedelta(seconds=1)
-        assert await shared.is_pending("lifecycle", clock.now)
-        assert nonces.calls == [
-            (
-                "graph_handshake",
-                f"lifecycle:{first + 1}",
-                clock.now - timedelta(milliseconds=1),
-                False,
-            )
-        ]
-        await shared.close(handle)  # a no-op: the window lasts until it expires
-        assert await shared.is_pending("lifecycle", clock.now)
+        await shared.close(handle)
+        assert not await shared.is_pending("lifecycle", T)  # closed before it expired
+        assert not await other.is_pending("lifecycle", T)
+        assert await s._read("SELECT kinds FROM handshakes", ()) == []
+        await shared.close(handle)  # closing twice is harmless
+        await shared.close(("not", "a", "handle"))
 
 
 # -- handle_validation ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from attendance_in_support import Clock
 
 from teams_ehr.attendance.handshake import SharedHandshakes, handle_validation
 from teams_ehr.store.crypto import FieldCipher, new_encryption_key
+from teams_ehr.store.postgres import PostgresStore
 from teams_ehr.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +65,42 @@ async def test_window_is_per_path(tmp_path: Path) -> None:
         await shared.open(clock(), frozenset({"notification"}))
         assert await _status(shared, "notification", clock()) == 200
         assert await _status(shared, "lifecycle", clock()) == 404
+
+
+async def test_window_closes_early_and_probes_write_nothing(tmp_path: Path) -> None:
+    clock = Clock(T)
+    key = new_encryption_key()
+    path = str(tmp_path / "shared.sqlite")
+    async with (
+        SqliteStore(path, cipher=FieldCipher(key), clock=clock) as instance_a,
+        SqliteStore(path, cipher=FieldCipher(key), clock=clock) as instance_b,
+    ):
+        a, b = SharedHandshakes(instance_a), SharedHandshakes(instance_b)
+        handle = await a.open(clock(), BOTH)  # type: ignore[arg-type]
+        for _ in range(20):  # Graph's two validation requests, and any number of probes
+            assert await _status(b, "notification", clock()) == 200
+        rows = await instance_b._read("SELECT handshake_id FROM handshakes", ())
+        assert rows == [(handle,)]  # one row, however many seconds and requests
+        await a.close(handle)  # the subscription request returned: the window closes now
+        assert await _status(b, "notification", clock()) == 404
+        assert await _status(b, "lifecycle", clock()) == 404
+
+
+@pytest.mark.postgres
+async def test_window_shared_through_postgresql(postgres_dsn: str) -> None:
+    clock = Clock(T)
+    key = new_encryption_key()
+    async with (
+        PostgresStore(postgres_dsn, cipher=FieldCipher(key), clock=clock) as instance_a,
+        PostgresStore(postgres_dsn, cipher=FieldCipher(key), clock=clock) as instance_b,
+    ):
+        a, b = SharedHandshakes(instance_a), SharedHandshakes(instance_b)
+        assert await _status(b, "notification", clock()) == 404
+        handle = await a.open(clock(), frozenset({"lifecycle"}))
+        assert await _status(b, "lifecycle", clock()) == 200
+        assert await _status(b, "notification", clock()) == 404
+        clock.now = T + timedelta(seconds=10)
+        assert await _status(b, "lifecycle", clock()) == 404  # expired, even unclosed
+        clock.now = T
+        await a.close(handle)
+        assert await _status(b, "lifecycle", clock()) == 404

@@ -113,6 +113,10 @@ async def test_background_workers_deliver_and_stop_cleanly(tmp_path: Path) -> No
         await sandbox.seed_organization(host.runtime, writer="audit_event")
         sandbox.seed_appointment("appt-rt-1", start=T0, minutes=30)
         meeting = await launch_visit(host, sandbox)
+        # the background loop subscribes, off the launch's path
+        with anyio.fail_after(60):
+            while not sandbox.graph.subscriptions.items:
+                await anyio.sleep(0.01)
         sandbox.graph.room(meeting.meeting_id).join("leg-doc", identity="organizer")
         await sandbox.notifier.flush()
         with anyio.fail_after(60):

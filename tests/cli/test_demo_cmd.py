@@ -12,11 +12,31 @@ from teams_ehr.demo.server import DemoServer
 
 
 def test_console_walkthrough(capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole visit, in order, in plain words, down to the write-back (issue 13, finding 6)."""
     assert main(["demo", "--console"]) == 0
     out = capsys.readouterr().out
-    assert "SMART EHR launch verified" in out
-    assert "lobby bypass=organizer, dial-in bypass=False" in out
-    assert "patient waiting in the lobby: True" in out
+    milestones = [
+        "The clinician clicks 'Begin virtual visit' in the EHR",
+        "signs in to Microsoft",
+        "creates the Teams meeting",
+        "only the clinician skips the lobby: yes.",
+        "The clinician joins the meeting",
+        "The patient opens the link in their text message",
+        "Waiting in the lobby: yes.",
+        "The clinician admits the patient. Both are in the call: yes.",
+        "the patient connected",
+        "the patient left",
+        "the call ended",
+        "Written back to the EHR: 1 visit note on the appointment's record.",
+        "Patient waited in the lobby: 3 min 0 s",
+    ]
+    positions = [out.find(text) for text in milestones]
+    assert -1 not in positions, [m for m, p in zip(milestones, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)  # in the order they happened
+    steps = [int(n) for n in re.findall(r"^\s*(\d+)\. ", out, re.M)]
+    assert steps == list(range(1, len(steps) + 1))
+    for jargon in ("PKCE", "private_key_jwt", "id_token", "lobby bypass", "fhirUser", "call_"):
+        assert jargon not in out
     assert out.rstrip().endswith("All steps passed.")
 
 

@@ -10,51 +10,23 @@ once admitted. Screenshots go to ``test-artifacts/demo/``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from browser.chromium import ARGS, CHROMIUM, TIMEOUT_MS, install_chromium
 from teams_ehr.demo.attendance_bridge import has_webhook_route
 from teams_ehr.demo.server import DemoServer
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "demo"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 10_000
-
-
-def _install_chromium() -> str | None:
-    """Install Debian's chromium; returns why it is impossible, or ``None`` on success."""
-    if shutil.which("apt-get") is None:
-        return "no apt-get on this machine"
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return "installing chromium needs root (apt-get install -y chromium)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr.strip()[-300:]}"
-    return None if CHROMIUM.exists() else "apt-get installed no /usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        problem = _install_chromium()
+        problem = install_chromium()
         if problem is not None:
             pytest.skip(f"headless Chromium unavailable: {problem}")
     return CHROMIUM
@@ -68,7 +40,8 @@ def browser(chromium: Path, tmp_path: Path) -> Iterator[Any]:
             str(tmp_path / "profile"),  # a fresh user-data-dir
             executable_path=str(chromium),
             headless=True,
-            args=ARGS,
+            args=list(ARGS),
+            viewport=DESKTOP,
         )
         context.set_default_timeout(TIMEOUT_MS)
         try:
@@ -77,9 +50,42 @@ def browser(chromium: Path, tmp_path: Path) -> Iterator[Any]:
             context.close()
 
 
+DESKTOP = {"width": 1280, "height": 720}
+PHONES = (360, 414)
+# Per page: the document's width, its <h1>s, its lang, its live region and unlabelled controls.
+_AUDIT = """() => ({
+  width: document.documentElement.scrollWidth,
+  h1: document.querySelectorAll('h1').length,
+  lang: document.documentElement.lang,
+  live: document.querySelectorAll('[aria-live=polite]').length,
+  main: document.querySelectorAll('main').length,
+  header: document.querySelectorAll('header').length,
+  unlabelled: [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).length
+})"""
+
+
 def _shot(page: Any, name: str) -> None:
+    """Screenshots at desktop and phone widths; at each phone width the page must fit without
+    sideways scrolling (WCAG 2.2 SC 1.4.10) and carry the basics of SC 1.3.1, 3.1.1, 4.1.3."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    for width in PHONES:
+        page.set_viewport_size({"width": width, "height": 780})
+        audit = page.evaluate(_AUDIT)
+        if width == PHONES[0]:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        assert audit["width"] <= width, f"{name} is {audit['width']} px wide at {width} px"
+        assert audit == {
+            **audit,
+            "h1": 1,
+            "lang": "en",
+            "live": 1,
+            "main": 1,
+            "header": 1,
+            "unlabelled": 0,
+        }, name
+    page.set_viewport_size(DESKTOP)
 
 
 def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: Any) -> None:
@@ -92,7 +98,10 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     _shot(clinician, "01-start")
     clinician.get_by_test_id("start-demo-admin").click()
     clinician.get_by_test_id("approve-sandbox-clinic").click()
-    assert clinician.get_by_test_id("state-sandbox-clinic-test").inner_text() == "active"
+    assert (
+        clinician.get_by_test_id("state-sandbox-clinic-test").get_attribute("data-state")
+        == "active"
+    )
     _shot(clinician, "02-admin-approved")
 
     clinician.goto(demo_server.url + "ehr")
@@ -104,6 +113,7 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     clinician.wait_for_url("**/sandbox/entra/**")
     _shot(clinician, "05-microsoft-signin")
     clinician.get_by_test_id("ms-signin").click()
+    _shot(clinician, "05b-teams-prejoin")
     clinician.get_by_test_id("join-organizer").click()
     clinician.wait_for_url("**/p/organizer")
     assert "You are in the meeting." in clinician.get_by_test_id("me-status").inner_text()
@@ -114,7 +124,8 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     _shot(patient, "06-portal")
     patient.get_by_test_id("portal-begin-appt-1001").click()
     patient.get_by_test_id("ehr-allow").click()
-    patient.get_by_test_id("guest-name").fill("Alex Rivera")
+    # the name comes from the portal launch; its label is announced with the field
+    assert patient.get_by_label("Your name").input_value() == "Alex Rivera"
     patient.get_by_test_id("join-guest").click()
     assert "waiting in the lobby" in patient.get_by_test_id("me-status").inner_text()
     _shot(patient, "07-patient-in-lobby")
@@ -125,8 +136,13 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     _shot(clinician, "08-clinician-sees-lobby")
     if has_webhook_route():  # the teams-ehr live roster (SSE) saw the patient arrive (D3)
         clinician.wait_for_selector("#live-roster[data-roles*='patient:lobby_entered']")
+        roster = clinician.get_by_test_id("live-roster").inner_text()
+        assert "Patient: waiting in the lobby" in roster
+        assert "lobby_entered" not in roster  # plain words, not event names
     clinician.get_by_test_id("admit").click()
     patient.get_by_text("You are in the meeting.").wait_for()  # updates by itself too
+    # …and says so to a screen reader, in the page's polite live region (SC 4.1.3)
+    patient.wait_for_selector("#announce:has-text('now in the meeting')")
     if has_webhook_route():
         clinician.wait_for_function(  # admitted, then connected: either is "in the meeting"
             "/patient:(admitted|connected)/.test("
@@ -137,12 +153,25 @@ def test_the_whole_demo_in_headless_chromium(demo_server: DemoServer, browser: A
     assert "Alex Rivera" in clinician.get_by_test_id("in-meeting").inner_text()
 
     patient.get_by_test_id("leave").click()
+    patient.get_by_test_id("rejoin").wait_for()
+    assert patient.get_by_test_id("back-to-portal").get_attribute("href") == "/portal"
+    _shot(patient, "10b-patient-left")
     clinician.get_by_test_id("leave").click()
     assert "left the meeting" in clinician.get_by_test_id("me-status").inner_text()
 
     clinician.goto(demo_server.url + "attendance")
     _shot(clinician, "11-attendance")
     if has_webhook_route():
-        written = clinician.get_by_test_id("fhir-DocumentReference").inner_text()
-        assert "(0)" not in written
+        written = clinician.get_by_test_id("fhir-DocumentReference")
+        assert written.get_attribute("data-count") == "1"
+    clinician.goto(demo_server.url + "ehr")
+    _shot(clinician, "12-ehr-schedule-after")
+    assert clinician.get_by_test_id("visit-state-appt-1001").inner_text() == "Ended"
+    patient.goto(demo_server.url + "portal")
+    patient.get_by_test_id("text-appt-1003").click()
+    patient.get_by_test_id("sms-appt-1003").click()
+    assert "This link opens at" in patient.get_by_test_id("link-opens-at").inner_text()
+    _shot(patient, "13-text-link-not-open-yet")
+    patient.goto(demo_server.url + "portal")
+    _shot(patient, "14-portal-after")
     assert problems == []

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.demo_clicks import Clicker, parse
+from teams_ehr import theme
 from teams_ehr.demo.server import DemoServer
 from teams_ehr.integrations import routes, starlette
 from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
@@ -55,7 +56,7 @@ def test_approval_through_the_admin_console(console_demo: DemoServer) -> None:
         assert signin.url.path.startswith("/sandbox/entra/")
         home = analyst.click(signin, "ms-signin-approver")
         assert home.url.path == "/admin"
-        assert "pending_approval" in home.text
+        assert theme.label("pending_approval") in home.text  # in plain words
 
         review = analyst.get("/admin/orgs/sandbox-clinic/test/review")
         consent = _post_form(analyst, review.text, "/approval")

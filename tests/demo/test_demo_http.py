@@ -28,6 +28,8 @@ def _page_headers(response: httpx.Response) -> None:
     csp = response.headers["content-security-policy"]
     assert "default-src 'none'" in csp
     assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp  # styles by hash only (issue 13)
+    assert " style=" not in response.text  # no inline style attributes: the CSP would block them
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["cache-control"] == "no-store"
 
@@ -54,7 +56,7 @@ def test_launch_is_refused_until_the_admin_approves(demo_server: DemoServer) -> 
         schedule = clinician.get("/ehr")
         assert "pending approval" in schedule.text
         refused = clinician.click(schedule, "begin-appt-1001")
-        assert refused.status_code == 400
+        assert 400 <= refused.status_code < 500  # refused, whichever 4xx the errors page picks
         admin = clinician.get("/demo/admin")
         assert "pending_approval" in admin.text
         approved = clinician.click(admin, "approve-sandbox-clinic")

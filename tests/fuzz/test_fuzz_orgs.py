@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from teams_ehr.cli.orgs_cmd import _read_organization
-from teams_ehr.integrations.admin_routes import _config_from_form
+from teams_ehr.integrations.admin_forms import config_from_form as _config_from_form
 from teams_ehr.orgs.console import AdminPolicy
 from teams_ehr.orgs.models import Organization
 

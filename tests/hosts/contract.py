@@ -143,6 +143,7 @@ class _DriverTransport(httpx.AsyncBaseTransport):
 def check_attendance_contract(driver: HostDriver, sandbox: Sandbox) -> None:
     """After :func:`check_host_contract`: the clinician's visit has a meeting and a session."""
     runtime = driver.runtime
+    driver.run(runtime.attendance.settle_subscriptions)  # type: ignore[union-attr]
     [subscription] = sandbox.graph.subscriptions.items.values()
     assert subscription.validated
 

@@ -83,9 +83,17 @@ def starlette_app(runtime: TeamsEhr) -> Any:
     """The plain Starlette host: every route of the library, the runtime opened by lifespan."""
     from starlette.applications import Starlette
 
-    from teams_ehr.integrations.starlette import teams_ehr_lifespan, teams_ehr_routes
+    from teams_ehr.integrations.starlette import (
+        teams_ehr_lifespan,
+        teams_ehr_not_found,
+        teams_ehr_routes,
+    )
 
-    return Starlette(routes=teams_ehr_routes(runtime), lifespan=teams_ehr_lifespan(runtime))
+    return Starlette(
+        routes=teams_ehr_routes(runtime),
+        lifespan=teams_ehr_lifespan(runtime),
+        exception_handlers={404: teams_ehr_not_found},
+    )
 
 
 def flask_app(runtime: TeamsEhr) -> Any:

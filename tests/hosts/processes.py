@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ EXAMPLES = REPO / "examples"
 _START_DEADLINE_S = 60.0  # a loaded 2-core CI machine imports the whole stack slowly
 
 HostKind = Literal["fastapi", "flask"]
+DEFAULT_FACTORY = "app:app_from_environment"
 
 
 @dataclass
@@ -80,11 +81,13 @@ def write_settings(
     return settings
 
 
-def _command(kind: HostKind, port: int, server_args: Sequence[str]) -> list[str]:
+def _command(
+    kind: HostKind, port: int, server_args: Sequence[str], factory: str = DEFAULT_FACTORY
+) -> list[str]:
     if kind == "fastapi":
-        server = ["uvicorn", "--factory", "app:app_from_environment", "--host", "127.0.0.1"]
+        server = ["uvicorn", "--factory", factory, "--host", "127.0.0.1"]
     else:
-        server = ["flask", "--app", "app:app_from_environment", "run", "--host", "127.0.0.1"]
+        server = ["flask", "--app", factory, "run", "--host", "127.0.0.1"]
     return [sys.executable, "-m", *server, *server_args, "--port", str(port)]
 
 
@@ -117,18 +120,29 @@ def host_process(
 
 @contextmanager
 def run_host(
-    kind: HostKind, settings: Path, port: int, *, server_args: Sequence[str] = ()
+    kind: HostKind,
+    settings: Path,
+    port: int,
+    *,
+    server_args: Sequence[str] = (),
+    factory: str = DEFAULT_FACTORY,
+    env: Mapping[str, str] | None = None,
+    log_name: str | None = None,
 ) -> Iterator[HostProcess]:
     """Run the ``kind`` example by its own command line on ``port`` with the ``settings`` file,
-    logging beside it; wait for ``/healthz``, stop the process at exit."""
-    env = {**os.environ, "TEAMS_EHR_SETTINGS": str(settings), "PYTHONUNBUFFERED": "1"}
-    env.pop("TEAMS_EHR__ENCRYPTION_KEY", None)
-    log_path = settings.parent / f"{kind}.log"
+    logging beside it (``log_name``, default ``<kind>.log``); wait for ``/healthz``, stop the
+    process at exit. ``factory`` replaces the example's ``app:app_from_environment`` (a module
+    on ``PYTHONPATH`` that builds the example's app around another runtime); ``env`` is added
+    to the process's environment."""
+    environ = {**os.environ, "TEAMS_EHR_SETTINGS": str(settings), "PYTHONUNBUFFERED": "1"}
+    environ.pop("TEAMS_EHR__ENCRYPTION_KEY", None)
+    environ.update(env or {})
+    log_path = settings.parent / (log_name or f"{kind}.log")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            _command(kind, port, server_args),
+            _command(kind, port, server_args, factory),
             cwd=EXAMPLES / f"{kind}_app",
-            env=env,
+            env=environ,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

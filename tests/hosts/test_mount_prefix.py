@@ -105,6 +105,7 @@ def test_a_launch_completes_through_the_prefixed_redirect_uris(
         assert entered.status == 303
         assert urlsplit(entered.location).hostname == "teams.microsoft.com"
 
+        driver.run(driver.runtime.attendance.settle_subscriptions)  # set up off the launch
         [subscription] = sandbox.graph.subscriptions.items.values()
         assert subscription.notification_url == f"{BASE}/graph/notifications"
         assert subscription.lifecycle_notification_url == f"{BASE}/graph/lifecycle"

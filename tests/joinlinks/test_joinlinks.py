@@ -102,6 +102,21 @@ async def test_window_edges(kind: str, clock: FakeClock) -> None:
             assert (await svc.resolve(token, client_key=str(now))).external_id == "meeting-1"
 
 
+async def test_only_a_genuine_early_link_says_when_it_opens(kind: str, clock: FakeClock) -> None:
+    """The page of a not-yet-valid link can say "opens at HH:MM" (issue 13); every other refusal,
+    a guessed token's included, carries no time (T20: nothing to learn without a real token)."""
+    async with open_store(kind, clock) as store:
+        svc = service(store, clock)
+        token = await svc.issue("org-a", "meeting-1", START, END)
+        opens = START - timedelta(minutes=30)
+        clock.now = opens - timedelta(minutes=5)
+        assert (await _refusal(svc, token)).opens_at == opens
+        assert (await _refusal(svc, "x" * 43, client="198.51.100.9")).opens_at is None
+        clock.now = END + timedelta(days=1)
+        refusal = await _refusal(svc, token, client="198.51.100.10")
+        assert (refusal.reason, refusal.opens_at) == ("expired", None)
+
+
 async def test_configurable_window(kind: str, clock: FakeClock) -> None:
     async with open_store(kind, clock) as store:
         svc = service(store, clock, before=timedelta(minutes=1), after=timedelta(0))

@@ -47,6 +47,9 @@ def test_standard_metrics_are_registered_with_their_labels() -> None:
         "teams_ehr_dead_letters_total",
         "teams_ehr_dead_letter_reasons_total",
         "teams_ehr_notifications_total",
+        "teams_ehr_subscription_setups_total",
+        "teams_ehr_subscription_setup_failures_total",
+        "teams_ehr_subscription_setup_depth",
     }
     assert snap["teams_ehr_outbox_depth"]["type"] == "gauge"
     assert std.launches.label_names == ("stage", "outcome")

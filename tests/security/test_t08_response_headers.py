@@ -79,7 +79,7 @@ def test_unapproved_organization_launch_and_join_are_protected(
         driver.run(_seed_pending, driver.runtime, sandbox)
         launch = sandbox.provider_launch("appt-x")
         reply = driver.get(f"/launch/{ORG}/test", {"iss": sandbox.ehr.base_url, "launch": launch})
-        assert reply.status == 400
+        assert reply.status == 403  # "this organization isn't approved yet"
         _assert_protected(reply, "pending org")
         assert launch.encode() not in reply.body
 

@@ -214,6 +214,6 @@ def test_suspending_one_org_stops_only_its_launches(world: tuple[TwoOrgs, HostDr
     refused = driver.get(
         f"/launch/{ORG_A}/test", {"iss": two.sandbox.ehr.base_url, "launch": launch}
     )
-    assert refused.status == 400
+    assert refused.status == 403  # "virtual visits are paused for this organization"
     assert two.ehr_requests() == before
     assert _enter(two, driver, ORG_B, two.ehr_b, "appt-s").status == 303

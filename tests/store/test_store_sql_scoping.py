@@ -10,7 +10,7 @@ from teams_ehr.store import _sql
 ORG_SCOPED_TABLES = {
     *("organizations", "issuer_bindings", "audit_log", "pending_authorizations"),
     *("identity_links", "meetings", "join_links", "subscriptions", "inbox", "outbox"),
-    "attendance_facts",
+    *("attendance_facts", "subscription_setups"),
 }
 
 UNSCOPED_BY_DESIGN = {
@@ -31,6 +31,10 @@ UNSCOPED_BY_DESIGN = {
     "OUTBOX_COUNTS": "operator metrics (depth per state), no row content",
     "OUTBOX_DEAD_ALL": "the operator's dead-letter view across organizations",
     "OUTBOX_REQUEUE": "operator action by dead item id",
+    "SETUP_LEASE": "workers serve every organization; each setup carries its org",
+    "SETUP_SWEEP_MISSING": "the maintenance sweep serves every organization; rows keep their org",
+    "SETUP_COUNTS": "operator metrics (setups per state), no row content",
+    "SETUP_PURGE": "background removal of finished rows",
 }
 
 TABLE = re.compile(r"\b(?:FROM|UPDATE|INTO)\s+(\w+)")

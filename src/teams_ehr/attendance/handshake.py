@@ -13,22 +13,23 @@ our own subscription requests is pending on that path, the token at most 1 KiB, 
 * :class:`PendingHandshakes` — in process memory, no database on the path. Enough when the
   instance that POSTs ``/subscriptions`` also receives Graph's validation request (one instance,
   or a load balancer that routes the webhook path to it).
-* :class:`SharedHandshakes` — through the store's :class:`~teams_ehr.store.protocol.NonceStore`,
-  so any instance may answer (requirement C6: no sticky sessions). A window is recorded as one
-  nonce per (path, second) it covers; a probe inserts an already-expired nonce, which is a no-op.
+* :class:`SharedHandshakes` — through the store's :class:`~teams_ehr.store.protocol.HandshakeStore`,
+  so any instance may answer (requirement C6: no sticky sessions). A window is one row (its kinds
+  and end), written once, deleted when the subscription request returns; a validation request is
+  answered from the opening instance's memory or with one read, so probes write nothing.
 """
 
 from __future__ import annotations
 
-import math
+import secrets
 from collections.abc import Hashable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl
 
 from teams_ehr._redact import get_logger
 from teams_ehr.attendance.webhook import WebhookResult
-from teams_ehr.store.protocol import NonceStore
+from teams_ehr.store.protocol import HandshakeStore
 
 __all__ = [
     "HANDSHAKE_WINDOW",
@@ -45,7 +46,6 @@ _log = get_logger(__name__)
 HANDSHAKE_WINDOW = timedelta(seconds=10)
 MAX_VALIDATION_TOKEN_CHARS = 1024
 HandshakeKind = Literal["notification", "lifecycle"]
-_NAMESPACE = "graph_handshake"
 
 
 class HandshakeRegistry(Protocol):
@@ -85,33 +85,38 @@ class PendingHandshakes:
 
 
 class SharedHandshakes:
-    """Windows shared by every instance through the store (one nonce per path and second).
+    """Windows shared by every instance through the store: one row per window, closed (deleted)
+    as soon as Graph has answered the subscription request, and never outliving ``window``
+    (10 s, Graph's own limit for the answer); expired rows are swept when a window opens.
 
-    A window cannot be closed early (the nonce store has no delete): it lasts at most
-    ``window`` (10 s, Graph's own limit for the answer).
+    The instance that opened a window also keeps it in memory and answers from there first, so
+    the common case (Graph's validation request reaches the instance that is subscribing) never
+    waits for a busy store; any other instance reads the row.
     """
 
-    def __init__(self, nonces: NonceStore, window: timedelta = HANDSHAKE_WINDOW) -> None:
-        self._nonces = nonces
+    def __init__(self, handshakes: HandshakeStore, window: timedelta = HANDSHAKE_WINDOW) -> None:
+        self._handshakes = handshakes
         self._window = window
+        self._local = PendingHandshakes(window)
+        self._handles: dict[str, Hashable] = {}
 
     async def open(self, now: datetime, kinds: frozenset[HandshakeKind]) -> Hashable:
-        until = now + self._window
-        first, last = math.floor(now.timestamp()), math.floor(until.timestamp())
-        for kind in sorted(kinds):
-            for second in range(first, last + 1):
-                end = min(until, datetime.fromtimestamp(second + 1, UTC))
-                await self._nonces.remember_once(_NAMESPACE, f"{kind}:{second}", expires_at=end)
-        return (first, last)
+        handle = secrets.token_hex(16)
+        await self._handshakes.open_handshake(handle, sorted(kinds), expires_at=now + self._window)
+        self._handles[handle] = await self._local.open(now, kinds)
+        return handle
 
     async def close(self, handle: Hashable) -> None:
-        return None
+        if isinstance(handle, str):
+            local = self._handles.pop(handle, None)
+            if local is not None:
+                await self._local.close(local)
+            await self._handshakes.close_handshake(handle)
 
     async def is_pending(self, kind: HandshakeKind, now: datetime) -> bool:
-        key = f"{kind}:{math.floor(now.timestamp())}"
-        # Inserting an already-expired nonce changes nothing; ``False`` means a live one exists.
-        expired = now - timedelta(milliseconds=1)
-        return not await self._nonces.remember_once(_NAMESPACE, key, expires_at=expired)
+        if await self._local.is_pending(kind, now):
+            return True
+        return await self._handshakes.handshake_pending(kind, now=now)
 
 
 async def handle_validation(

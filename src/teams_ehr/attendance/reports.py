@@ -23,10 +23,8 @@ Aggregates per organization and department read facts with
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -229,10 +227,14 @@ class OrganizationReport:
 
 
 def _mean(values: list[float]) -> float | None:
+    import statistics  # reports are computed on demand; the runtime imports this module eagerly
+
     return statistics.fmean(values) if values else None
 
 
 def _aggregate(department: str | None, visits: Sequence[VisitReport]) -> DepartmentAggregate:
+    import statistics
+
     waits = [v.lobby_wait_s for v in visits if v.lobby_wait_s is not None]
     durations = [v.total_duration_s for v in visits if v.total_duration_s is not None]
     no_shows = sum(1 for v in visits if v.no_show)
@@ -299,6 +301,8 @@ CSV_COLUMNS = (
 
 def reports_to_csv(visits: Iterable[VisitReport]) -> str:
     """One row per visit, fixed columns (no names or patient identifiers exist to leak)."""
+    import csv
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

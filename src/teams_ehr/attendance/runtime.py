@@ -2,17 +2,19 @@
 D1–D7, C6).
 
 Meeting ready (:meth:`AttendanceRuntime.on_meeting_ready`) → the visit's FHIR target is kept, the
-clinician's browser session gets a roster grant (requirement D3) and, once per meeting, the
-tenant's :class:`~.subscriptions.SubscriptionManager` subscribes (Graph runs the validation
-handshake against our route). Webhook (:meth:`~AttendanceRuntime.webhook`) → durable inbox
+clinician's browser session gets a roster grant (requirement D3) and the meeting is queued for its
+call-event subscription (one durable row per meeting); the
+:class:`~.subscriptions.SubscriptionSetupWorker` creates it off the launch's path through the
+tenant's :class:`~.subscriptions.SubscriptionManager` (Graph runs the validation handshake against
+our route) and retries until it succeeds or the visit is over. Webhook (:meth:`~AttendanceRuntime.webhook`) → durable inbox
 (requirement D1) → :class:`~.inbox_processor.InboxProcessor` → facts, roster bus,
 :class:`~.reconcile.OutboxSink` → :class:`~.outbox.OutboxWorker` with the organization's writer
 (``EnvironmentConfig.writer``) and backend-services token (requirements D4, D5). Maintenance
 renews subscriptions at ⅔ of their lifetime and, ``reconcile_delay`` after ``call_ended`` (or
 after the scheduled end if the end was never notified), reconciles with the attendance report,
 enqueues the visit note and retires the subscription (requirement D6). Per-visit state lives in
-the shared store (requirement C6): the target in the encrypted pending table, grants and
-"subscribed" marks as hashed nonces. Launch facts reach the hook through context variables
+the shared store (requirement C6): the target in the encrypted pending table, grants as hashed
+nonces, the subscription setup queue and the handshake windows in their own tables. Launch facts reach the hook through context variables
 (:func:`visit_request_scope`, :class:`LaunchCapture`, :class:`VisitKeyCapture`).
 """
 
@@ -48,7 +50,12 @@ from teams_ehr.attendance.outbox import (
 )
 from teams_ehr.attendance.reconcile import GraphAttendanceReportSource, OutboxSink, reconcile_visit
 from teams_ehr.attendance.roster import stream
-from teams_ehr.attendance.subscriptions import SubscriptionManager
+from teams_ehr.attendance.subscriptions import (
+    SETUP_KEEP,
+    SetupReport,
+    SubscriptionManager,
+    SubscriptionSetupWorker,
+)
 from teams_ehr.attendance.validation_tokens import GraphValidationTokenVerifier
 from teams_ehr.attendance.visit_state import VisitState, current_launch
 from teams_ehr.attendance.webhook import WebhookResult, WebhookSecurity, handle_notifications
@@ -61,7 +68,13 @@ from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.client_auth import PrivateKeyJwt
 from teams_ehr.smart.jwks import JwksCache
 from teams_ehr.smart.tokens import BackendServicesTokenSource, BackendTokenSources
-from teams_ehr.store.protocol import AttendanceFactRow, MeetingRow, Store, SubscriptionRow
+from teams_ehr.store.protocol import (
+    AttendanceFactRow,
+    MeetingRow,
+    SetupCounts,
+    Store,
+    SubscriptionRow,
+)
 from teams_ehr.teams.graph_client import GraphClient
 
 __all__ = [
@@ -185,6 +198,17 @@ class AttendanceRuntime:
             permanent_attempts=self._config.permanent_failure_attempts,
             on_dead_letter=self._dead_letter,
         )
+        self.setups = SubscriptionSetupWorker(
+            store,
+            create=self._create_subscription,
+            discard=self._discard_subscription,
+            visit_over=self._setup_over,
+            abandoned=self._setup_abandoned,
+            worker_id=self.worker_id,
+            clock=clock,
+        )
+        self._workers_running = False
+        self._setup_due = anyio.Event()
 
     def __repr__(self) -> str:
         return "<AttendanceRuntime>"
@@ -288,14 +312,59 @@ class AttendanceRuntime:
             await self.visits.remember_target(row, target)
             if session is not None:
                 await self.visits.grant_roster(session, row, self._config.roster_grant_margin)
-            if row.state == "active" and not await self.visits.is_subscribed(row):
-                org = await self._org(row.org_id)
-                await self.manager(org.tenant_id).subscribe(row)
-                await self.visits.mark_subscribed(row)
+            if row.state == "active" and await self.setups.request(row):
+                if self._workers_running:
+                    self._setup_due.set()  # the setup loop takes it at once, off this launch
+                else:  # no background loops in this process (tests, demo): one attempt now
+                    await self.setups.run_once()
         except TeamsEhrError as exc:
             _log.error(
                 "attendance setup failed (%s)", exc.reason, extra={"alert": "attendance_setup"}
             )
+
+    async def _create_subscription(self, row: MeetingRow) -> SubscriptionRow:
+        org = await self._org(row.org_id)
+        return await self.manager(org.tenant_id).create(row)
+
+    async def _discard_subscription(self, row: SubscriptionRow) -> None:
+        tenant = await self._org_tenant(row.org_id)
+        if tenant is not None:
+            await self.manager(tenant).discard(row)
+
+    async def _setup_over(self, row: MeetingRow, now: datetime) -> bool:
+        """A visit without a subscription has no facts: it is over ``reconcile_delay`` after
+        its scheduled end (as :meth:`_visit_over` decides for a silent visit)."""
+        return await self._visit_over(row.org_id, row.external_id, now)
+
+    async def _setup_abandoned(self, row: MeetingRow, reason: str) -> None:
+        """A visit over without a subscription: its attendance report still fills the facts
+        in and the note is written (the final reconciliation maintenance runs for the others)."""
+        try:
+            await self.reconcile(row.org_id, row.external_id)
+        except TeamsEhrError as exc:
+            _log.error(
+                "reconciliation of a visit without subscription failed (%s)",
+                exc.reason,
+                extra={"alert": "attendance_setup_abandoned"},
+            )
+
+    async def setup_subscriptions(self) -> SetupReport:
+        """One pass of the subscription setup queue (the background loop's step)."""
+        return await self.setups.run_once()
+
+    async def settle_subscriptions(self, *, timeout: float = 30.0) -> SetupCounts:
+        """Work the setup queue until no setup is pending or leased, or ``timeout`` seconds
+        have passed; returns the counts per state (tests, benchmarks, the CLI). Safe beside
+        the background loop: setups are leased, so each is worked on once."""
+        with anyio.move_on_after(timeout):
+            while True:
+                report = await self.setups.run_once()
+                counts = await self._store.subscription_setup_counts()
+                if counts["pending"] + counts["leased"] == 0:
+                    return counts
+                if report.leased == 0:
+                    await anyio.sleep(0.01)
+        return await self._store.subscription_setup_counts()
 
     # -- HTTP entry points ------------------------------------------------------------------------
 
@@ -400,11 +469,13 @@ class AttendanceRuntime:
         return (await self._org(org_id)).tenant_id
 
     async def maintain(self) -> None:
-        """Reconcile and retire visits that are over; renew the others at ⅔ of their lifetime
-        (reliability case R19) through their own tenant's manager. A failing visit never stops
+        """Queue the subscription of any live meeting left without one (a launch that died
+        midway), reconcile and retire visits that are over, renew the others at ⅔ of their
+        lifetime (reliability case R19) through their own tenant's manager. A failing visit never stops
         the others. At most once per :data:`PURGE_EVERY`, purge what retention allows
         (:meth:`purge`)."""
         now = self._clock()
+        await self._queue_missing_setups(now)
         rows = await self._store.list_subscriptions_expiring(now + timedelta(days=365))
         for row in rows:
             tenant = await self._org_tenant(row.org_id) if row.state == "active" else None
@@ -422,6 +493,24 @@ class AttendanceRuntime:
             await self.purge(now)
             self._purged_at = now
 
+    async def _queue_missing_setups(self, now: datetime) -> None:
+        """Queue the subscription of every live meeting that has no setup and no subscription
+        (its launch died between storing the meeting and queueing it)."""
+        try:
+            queued = await self._store.request_missing_subscription_setups(
+                now=now, ended_after=now - self._config.reconcile_delay, keep_for=SETUP_KEEP
+            )
+        except TeamsEhrError as exc:
+            _log.warning("sweep for meetings without subscription setup failed (%s)", exc.reason)
+            return
+        if queued:
+            _log.warning(
+                "attendance: %d meetings had no subscription setup; queued",
+                queued,
+                extra={"alert": "attendance_setup_missing"},
+            )
+            self._setup_due.set()
+
     async def purge(self, now: datetime) -> dict[str, int]:
         """Delete processed inbox rows, delivered and dead outbox rows past their retention
         (``inbox_retention``, ``delivered_retention``, ``dead_letter_retention``) and expired
@@ -433,6 +522,10 @@ class AttendanceRuntime:
             outbox_keep=config.delivered_retention,
             dead_keep=config.dead_letter_retention,
         )
+        counts = {
+            **counts,
+            "subscription_setups": await self._store.purge_subscription_setups(now=now),
+        }
         if any(counts.values()):
             _log.info("retention purge: %s", ", ".join(f"{k}={n}" for k, n in counts.items()))
         return counts
@@ -464,19 +557,49 @@ class AttendanceRuntime:
     # -- background work --------------------------------------------------------------------------
 
     async def run(self, stop: anyio.Event) -> None:
-        """Inbox processor, outbox worker and maintenance until ``stop`` is set."""
+        """Inbox processor, outbox worker, subscription setup and maintenance until ``stop``."""
         poll = self._config.poll_interval.total_seconds()
-        async with anyio.create_task_group() as group:
-            group.start_soon(lambda: self.processor.run(stop=stop, poll_seconds=poll))
-            group.start_soon(self._loop, stop, self.outbox.run_once, poll)
-            group.start_soon(self._loop, stop, self.maintain, self._config.renewal_interval)
+        self._workers_running = True
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: self.processor.run(stop=stop, poll_seconds=poll))
+                group.start_soon(self._loop, stop, self.outbox.run_once, poll)
+                group.start_soon(self._setup_loop, stop, poll)
+                group.start_soon(self._loop, stop, self.maintain, self._config.renewal_interval)
+        finally:
+            self._workers_running = False
+
+    async def _setup_loop(self, stop: anyio.Event, poll: float) -> None:
+        """Work the setup queue; when idle, wait ``poll`` or until a launch queues a meeting."""
+
+        async def step() -> bool:
+            self._setup_due = anyio.Event()
+            return (await self.setups.run_once()).leased > 0
+
+        async def idle() -> None:
+            async with anyio.create_task_group() as group:
+
+                async def first(event: anyio.Event) -> None:
+                    await event.wait()
+                    group.cancel_scope.cancel()
+
+                group.start_soon(first, stop)
+                group.start_soon(first, self._setup_due)
+
+        await self._loop(stop, step, poll, idle=idle)
 
     async def _loop(
-        self, stop: anyio.Event, step: Callable[[], Awaitable[object]], every: float | timedelta
+        self,
+        stop: anyio.Event,
+        step: Callable[[], Awaitable[object]],
+        every: float | timedelta,
+        *,
+        idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Run ``step`` until ``stop``; idle ``every`` after an idle or failed step. A failure
-        (the store or an EHR being down) is logged and retried, never ends the loop."""
-        idle = every.total_seconds() if isinstance(every, timedelta) else every
+        """Run ``step`` until ``stop``; after an idle or failed step wait ``every`` (or less,
+        if ``idle`` returns first). A failure (the store or an EHR being down) is logged and
+        retried, never ends the loop."""
+        wait = every.total_seconds() if isinstance(every, timedelta) else every
         while not stop.is_set():
             try:
                 busy = bool(await step())
@@ -486,15 +609,17 @@ class AttendanceRuntime:
                 )
                 busy = False
             if not busy:
-                with anyio.move_on_after(idle):
-                    await stop.wait()
+                with anyio.move_on_after(wait):
+                    await (idle or stop.wait)()
 
     async def drain(self, *, rounds: int = 10) -> None:
-        """Process the inbox and deliver the outbox until both are idle (tests, CLI, demo)."""
+        """Work due subscription setups, process the inbox and deliver the outbox until all
+        three are idle (tests, CLI, demo)."""
         for _ in range(rounds):
+            setups = await self.setups.run_once()
             report = await self.processor.run_once()
             leased = await self.outbox.run_once()
-            if report.claimed == 0 and leased == 0:
+            if setups.leased == 0 and report.claimed == 0 and leased == 0:
                 return
 
 

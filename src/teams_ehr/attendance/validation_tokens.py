@@ -16,12 +16,14 @@ itself (:func:`teams_ehr.smart.jwt_verify.verify_jwt`: pinned JWKS, fixed algori
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections import OrderedDict
 from datetime import datetime
+from typing import Any
 
 import httpx
-import jwt
 
 from teams_ehr.errors import TokenInvalidError
 from teams_ehr.smart.jwks import JwksCache
@@ -36,6 +38,45 @@ __all__ = [
 GRAPH_CHANGE_TRACKING_APP_ID = "0bf30f3b-4a52-48df-9a82-234910c4a086"
 COMMON_JWKS_URI = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
 _ALGORITHMS = ("RS256",)
+
+
+_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _b64url(segment: str) -> bytes:
+    """One base64url segment (RFC 7515 §2), as strictly as PyJWT reads it: only the alphabet,
+    at most two trailing ``=`` on a whole quantum, and the canonical encoding of its bytes."""
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1:
+        raise ValueError("bad padding")
+    if not _B64URL_ALPHABET.issuperset(stripped):
+        raise ValueError("not base64url")
+    decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    if base64.urlsafe_b64encode(decoded).decode().rstrip("=") != stripped:
+        raise ValueError("not canonical")
+    return decoded
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    """The claims, read only to choose the issuer and profile to demand: the compact form
+    (RFC 7515 §7.1) must parse — three base64url segments, header and claims JSON objects, no
+    detached payload (RFC 7797) — but nothing is trusted until :func:`verify_jwt` checks the
+    signature, which is the only full decode of the token."""
+    segments = token.split(".")
+    try:
+        if len(segments) != 3:
+            raise ValueError("not three segments")
+        header = json.loads(_b64url(segments[0]))
+        if not isinstance(header, dict) or header.get("b64", True) is False:
+            raise ValueError("header")
+        claims = json.loads(_b64url(segments[1]))
+        _b64url(segments[2])
+    except (ValueError, RecursionError):  # binascii.Error and JSONDecodeError are ValueErrors
+        raise TokenInvalidError("validation token malformed", reason="malformed") from None
+    if not isinstance(claims, dict):
+        raise TokenInvalidError("validation token malformed", reason="malformed")
+    return claims
 
 
 class GraphValidationTokenVerifier:
@@ -91,10 +132,7 @@ class GraphValidationTokenVerifier:
         if hit is not None and hit[1] > now.timestamp() and hit[0] in tenant_ids:
             self._verified.move_to_end(digest)
             return hit[0]
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise TokenInvalidError("validation token malformed", reason="malformed") from None
+        unverified = _unverified_claims(token)
         tenant = unverified.get("tid")
         if not isinstance(tenant, str) or tenant.lower() not in tenant_ids:
             raise TokenInvalidError("validation token for another tenant", reason="wrong_tenant")

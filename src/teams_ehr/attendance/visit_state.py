@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 _GRANTS = "roster_grant"
-_SUBSCRIBED = "attendance_subscribed"
 _TARGET_TTL = timedelta(days=3)
 _LAUNCH_TTL = timedelta(minutes=10)
 _CACHE_FOR = timedelta(minutes=5)
@@ -143,10 +142,9 @@ class VisitState:
         """Keep a provider launch's target for the sign-in hop (10 min, like the session)."""
         key = _digest("teams-ehr/launch-target", session_id)
         now = self._clock()
-        await self._store.take_pending(key, now=now)
         payload = target.model_dump_json().encode()
-        await self._store.put_pending(
-            key, org_id="-", payload=payload, expires_at=now + _LAUNCH_TTL
+        await self._store.replace_pending(
+            key, org_id="-", payload=payload, expires_at=now + _LAUNCH_TTL, now=now
         )
 
     async def launch_target(self, session_id: str) -> FhirTarget | None:
@@ -159,16 +157,15 @@ class VisitState:
         """Keep the visit's target; a target without encounter never replaces a known one."""
         key = _digest("teams-ehr/visit-target", row.org_id, row.external_id)
         now = self._clock()
-        old = await self._store.take_pending(key, now=now)
-        if old is not None and not target.encounter:
-            target = FhirTarget.model_validate_json(old[1])
-        await self._store.put_pending(
+        stored = await self._store.replace_pending(
             key,
             org_id=row.org_id,
             payload=target.model_dump_json().encode(),
             expires_at=max(row.end, now) + _TARGET_TTL,
+            now=now,
+            keep_live=not target.encounter,
         )
-        self._cache(row.org_id, row.external_id, target)
+        self._cache(row.org_id, row.external_id, FhirTarget.model_validate_json(stored))
 
     async def target_for(self, org_id: str, external_id: str) -> FhirTarget | None:
         """The visit's FHIR target, or ``None`` for a visit this runtime never prepared."""
@@ -209,13 +206,3 @@ class VisitState:
         if meeting is None or meeting.state != "active" or meeting.organizer_oid != oid:
             return False
         return await self._has_nonce(_GRANTS, self._grant_key(session_id, org_id, external_id, oid))
-
-    # -- subscriptions ----------------------------------------------------------------------------
-
-    async def is_subscribed(self, row: MeetingRow) -> bool:
-        return await self._has_nonce(_SUBSCRIBED, _digest("sub", row.org_id, row.external_id))
-
-    async def mark_subscribed(self, row: MeetingRow) -> None:
-        expires = max(row.end, self._clock()) + timedelta(days=1)
-        key = _digest("sub", row.org_id, row.external_id)
-        await self._store.remember_once(_SUBSCRIBED, key, expires_at=expires)

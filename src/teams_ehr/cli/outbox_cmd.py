@@ -1,4 +1,4 @@
-"""``teams-ehr outbox status|dead|retry|purge`` (requirements C5, D5, D7, E4, E6).
+"""``teams-ehr outbox status|setups|dead|retry|purge`` (requirements C5, D1, D5, D7, E4, E6).
 
 The attendance outbox holds the FHIR writes still owed to EHRs. ``status`` prints the count per
 state (``pending``, ``leased``, ``delivered``, ``dead``) and, in its table, the dead letters per
@@ -8,6 +8,10 @@ organization, kind, attempts, when, last reason code); ``retry`` puts dead lette
 (:meth:`~teams_ehr.store.protocol.OutboxStore.requeue_dead`); ``purge`` runs the retention purge
 the attendance maintenance loop runs hourly, with the windows of ``settings.attendance``
 (:meth:`~teams_ehr.store.protocol.RetentionStore.purge_expired`; ``--dry-run`` only counts).
+``setups`` counts the meetings' attendance subscription setups per state (``pending``,
+``leased``, ``done``, ``abandoned``, and ``retrying``: pending or leased after a failure;
+docs/guides/attendance.md#subscription-setup); ``status`` adds that table when any setup is
+unfinished or abandoned.
 Payloads and idempotency keys are never printed: they may carry visit and participant details.
 """
 
@@ -42,6 +46,11 @@ def register(sub: Any) -> None:
     status = outbox_sub.add_parser("status", help="items per state")
     status.set_defaults(run=run_status)
 
+    setups = outbox_sub.add_parser(
+        "setups", help="attendance subscription setups per state (pending, retrying, abandoned)"
+    )
+    setups.set_defaults(run=run_setups)
+
     dead = outbox_sub.add_parser("dead", help="list dead letters")
     dead.add_argument("--org", help="only this organization")
     dead.set_defaults(run=run_dead)
@@ -54,21 +63,22 @@ def register(sub: Any) -> None:
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     purge.set_defaults(run=run_purge)
 
-    for parser in (status, dead, retry, purge):
+    for parser in (status, setups, dead, retry, purge):
         add_settings_argument(parser)
 
 
 def run_status(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
 
-    async def work() -> tuple[dict[str, int], Counter[str]]:
+    async def work() -> tuple[dict[str, int], Counter[str], dict[str, int]]:
         async with configured_store(settings) as store:
             counts = await store.outbox_counts()
             dead = await store.list_dead() if counts.get("dead") else []
             reasons = Counter(item.last_reason or "unknown" for item in dead)
-            return {str(state): n for state, n in counts.items()}, reasons
+            setups = await store.subscription_setup_counts()
+            return {str(state): n for state, n in counts.items()}, reasons, setups
 
-    counts, reasons = anyio.run(work)
+    counts, reasons, setups = anyio.run(work)
     if args.json:
         print_json(counts)
     else:
@@ -76,6 +86,24 @@ def run_status(args: argparse.Namespace) -> int:
         if reasons:
             print()
             print_table(["DEAD REASON", "ITEMS"], sorted(reasons.items()))
+        if any(n for state, n in setups.items() if state != "done"):
+            print()
+            print_table(["SUBSCRIPTION SETUP", "MEETINGS"], sorted(setups.items()))
+    return 0
+
+
+def run_setups(args: argparse.Namespace) -> int:
+    settings = load_cli_settings(args)
+
+    async def work() -> dict[str, int]:
+        async with configured_store(settings) as store:
+            return await store.subscription_setup_counts()
+
+    counts = anyio.run(work)
+    if args.json:
+        print_json(counts)
+    else:
+        print_table(["SUBSCRIPTION SETUP", "MEETINGS"], sorted(counts.items()))
     return 0
 
 

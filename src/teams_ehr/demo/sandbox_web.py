@@ -19,7 +19,7 @@ are checked server-side against the room: a forged form post is refused with 403
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from teams_ehr.demo import pages
-from teams_ehr.demo.pages import button_form, e, layout
+from teams_ehr.demo.pages import button_form, details, e, layout
 from teams_ehr.demo.world import (
     APPROVER_NAME,
     CLINICIAN_NAME,
@@ -48,6 +48,7 @@ from teams_ehr.testing.sandbox import APPROVER_OID, CLINICIAN_OID
 from teams_ehr.web import SECURITY_HEADERS
 
 __all__ = [
+    "PORTAL_COOKIE",
     "MicrosoftSide",
     "form_fields",
     "html_response",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 _MAX_FORM = 16_384
+PORTAL_COOKIE = "demo-portal-browser"
+"""The demo portal's browser cookie: which appointment's patient this browser launched as."""
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -81,6 +84,17 @@ class MicrosoftSide(Protocol):
 
     def roster_url(self, appointment: DemoAppointment) -> str | None: ...
 
+    @property
+    def portal_url(self) -> str | None:
+        """Where a patient goes back to after leaving (``None``: no portal page here)."""
+        ...
+
+    def signed_in(self, object_id: str, name: str) -> None: ...
+
+    def display_name(self, object_id: str) -> str | None: ...
+
+    def guest_name(self, handle: str, portal_browser: str | None) -> str: ...
+
     async def room_changed(self) -> None: ...
 
 
@@ -102,15 +116,56 @@ async def form_fields(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace")[:_MAX_FORM], keep_blank_values=True))
 
 
-def _follow(response: httpx.Response, fake: str) -> Response:
+def _follow(
+    response: httpx.Response, fake: str, nav: Sequence[tuple[str, str]] = pages.NAV
+) -> Response:
     location = response.headers.get("location")
     if response.status_code != 302 or not location:
         text = f"The sandbox {fake} refused the request (HTTP {response.status_code})."
-        return html_response(pages.message(f"Sandbox {fake}", text), status=400)
+        return html_response(pages.message(f"Sandbox {fake}", text, nav=nav), status=400)
     return _see_other(location)
 
 
 # -- the EHR's consent page and Microsoft's sign-in page ----------------------------------------
+
+_PURPOSES = (  # (scope test, patient wording, clinician wording), SMART App Launch 2.2 §3
+    (lambda s: s in ("openid", "fhirUser", "profile"), "Know who you are", "Know who you are"),
+    (
+        lambda s: s.startswith("launch"),
+        "Open the visit you chose",
+        "Open the visit you chose in the EHR",
+    ),
+    (
+        lambda s: "Appointment" in s,
+        "See your appointment (its start and end time)",
+        "See the appointment (its start and end time)",
+    ),
+    (lambda s: "Encounter" in s, "See your visit record", "See the visit record"),
+    (lambda s: "Patient" in s, "See your name in the health record", "See the patient's name"),
+    (
+        lambda s: s == "offline_access" or s == "online_access",
+        "Stay signed in while the visit lasts",
+        "Stay signed in while the visit lasts",
+    ),
+)
+
+
+def scope_purposes(scopes: list[str], *, patient: bool) -> list[str]:
+    """Plain descriptions of SMART scopes (SMART App Launch 2.2 §3, "Scopes and launch
+    context"), each once, in a fixed order; an unknown scope is named as "Other access"."""
+    found: list[str] = []
+    for test, mine, theirs in _PURPOSES:
+        if any(test(s) for s in scopes):
+            found.append(mine if patient else theirs)
+    known = [s for s in scopes if any(test(s) for test, _, _ in _PURPOSES)]
+    if len(known) < len(scopes):
+        found.append("Other access (see the details)")
+    return found
+
+
+def world_nav(world: object) -> tuple[tuple[str, str], ...]:
+    """The demo's navigation on the demo; none on a host's Microsoft sandbox."""
+    return pages.NAV if getattr(world, "portal_url", None) else ()
 
 
 def _ehr_routes(world: DemoWorld) -> list[Route]:
@@ -120,13 +175,16 @@ def _ehr_routes(world: DemoWorld) -> list[Route]:
     async def consent(request: Request) -> Response:
         query = request.url.query
         params = dict(request.query_params)
-        patient = "patient/" in params.get("scope", "")
-        who = "MyChart (sandbox) — patient" if patient else "Sandbox EHR — clinician"
+        scopes = params.get("scope", "").split()
+        patient = any(s.startswith("patient/") or s == "launch/patient" for s in scopes)
+        who = "patient portal" if patient else "EHR"
+        raw = "".join(f"<li><code>{e(s)}</code></li>" for s in scopes)
         body = (
-            f"<section><h2>Allow access?</h2><p><b>{e(params.get('client_id', ''))}</b> asks to "
-            f"use your {e(who)} session with these scopes:</p><ul>"
-            + "".join(f"<li><code>{e(s)}</code></li>" for s in params.get("scope", "").split())
-            + "</ul><p class='note'>The app reads only the appointment's start and end.</p>"
+            f"<section><h2>Allow the video visit app to use your {e(who)} sign-in?</h2>"
+            "<p>It will be able to:</p><ul data-testid='consent-purposes'>"
+            + "".join(f"<li>{e(text)}</li>" for text in scope_purposes(scopes, patient=patient))
+            + "</ul><p class='note'>It reads only the appointment's start and end time.</p>"
+            + details("Details: the exact access requested", f"<ul>{raw}</ul>", test_id="scopes")
             + button_form(
                 path, "Allow", fields={"query": query, "decision": "allow"}, test_id="ehr-allow"
             )
@@ -140,7 +198,8 @@ def _ehr_routes(world: DemoWorld) -> list[Route]:
             )
             + "</section>"
         )
-        return html_response(layout("Sandbox EHR sign-in", body, theme="ehr"))
+        page = layout("Sign in to your health record", body, theme="ehr", nav=world_nav(world))
+        return html_response(page)
 
     async def decide(request: Request) -> Response:
         form = await form_fields(request)
@@ -186,12 +245,13 @@ def _entra_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
             test_id="ms-decline",
         )
         body = (
-            "<section><h2>Sign in to Microsoft 365</h2><p>Pick an account of the sandbox "
+            "<section><h2>Pick an account</h2><p>Accounts of the sandbox "
             "tenant. The clinician signs in once, to link their EHR user to their Microsoft "
             "identity; the EHR analyst signs in to approve the organization.</p>"
             f"{choices}<p>{decline}</p></section>"
         )
-        return html_response(layout("Microsoft sign-in (sandbox)", body, theme="sandbox"))
+        page = layout("Sign in to Microsoft 365", body, theme="sandbox", nav=world_nav(world))
+        return html_response(page)
 
     async def submit(request: Request) -> Response:
         form = await form_fields(request)
@@ -199,6 +259,7 @@ def _entra_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
         # This browser is now signed in to (simulated) Microsoft: its cookie names the session,
         # which the simulated Teams asks before it offers to join as the organizer.
         session = entra.sign_in_browser(oid, name=name, preferred_username=upn)
+        world.signed_in(oid, name)
         authorize = httpx.Request(
             "GET",
             entra.authorize_endpoint + "?" + form.get("query", ""),
@@ -209,7 +270,7 @@ def _entra_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
             answer = entra.handler(authorize)
         finally:
             entra.deny_consent = False
-        response = _follow(answer, "Microsoft sign-in")
+        response = _follow(answer, "Microsoft sign-in", world_nav(world))
         response.set_cookie(SESSION_COOKIE, session, path=prefix, httponly=True, samesite="lax")
         return response
 
@@ -231,30 +292,35 @@ def _owns(request: Request, person: RoomPerson | None) -> bool:
     return person is not None and secrets.compare_digest(browser, person.browser)
 
 
-def _refused(text: str) -> Response:
-    return html_response(pages.message("Microsoft Teams", text, theme="teams"), 403)
+def _refused(text: str, nav: Sequence[tuple[str, str]]) -> Response:
+    return html_response(pages.message("Microsoft Teams", text, theme="teams", nav=nav), 403)
+
+
+_KIND_LABELS = {"organizer": "organizer", "guest": "guest", "tenant_user": "colleague"}
 
 
 def _panel(world: MicrosoftSide, teams: str, handle: str, room: MeetingRoom, me: str) -> str:
-    """The live part of the meeting page (re-fetched by the page script on each change)."""
+    """The live part of the meeting page (re-fetched by the page script on each change; its
+    status line is copied into the page's ``aria-live`` region, WCAG 2.2 SC 4.1.3)."""
 
     def label(pid: str) -> str:
         person = _person(world, handle, pid)
         name, kind = (pid, "guest") if person is None else (person.name, person.kind)
-        return f"{e(name)} <span class='note'>({e(kind)})</span>"
+        return f"{e(name)} <span class='note'>({e(_KIND_LABELS.get(kind, kind))})</span>"
 
     base = f"{teams}/rooms/{handle}/p/{me}"
     in_meeting, in_lobby = room.in_meeting(), room.in_lobby()
     organizer = room.organizer_present(me)
+    person = _person(world, handle, me)
     if me in in_meeting:
-        status = "<p class='ok' data-testid='me-status'>You are in the meeting.</p>"
+        status = "<p class='ok' data-testid='me-status' data-state='in_meeting'>You are in the meeting.</p>"
     elif me in in_lobby:
         status = (
-            "<p class='warn' data-testid='me-status'>You are waiting in the lobby. "
-            "Someone in the meeting will let you in soon.</p>"
+            "<p class='warn' data-testid='me-status' data-state='lobby'>You are waiting in the "
+            "lobby. Someone in the meeting will let you in soon.</p>"
         )
     else:
-        status = "<p data-testid='me-status'>You have left the meeting.</p>"
+        status = "<p data-testid='me-status' data-state='left'>You have left the meeting.</p>"
     lobby_items = "".join(
         f"<li>{label(pid)}"
         + (
@@ -269,15 +335,24 @@ def _panel(world: MicrosoftSide, teams: str, handle: str, room: MeetingRoom, me:
     actions = ""
     if me in in_meeting or me in in_lobby:
         actions = button_form(base + "/leave", "Leave", css="danger", test_id="leave")
+    else:
+        actions = button_form(base + "/rejoin", "Rejoin the visit", test_id="rejoin")
+        back = world.portal_url if person is not None and person.kind == "guest" else None
+        if back:
+            actions += (
+                f" <a class='button secondary' href='{e(back)}' data-testid='back-to-portal'>"
+                "Back to the patient portal</a>"
+            )
     if organizer:
         actions += " " + button_form(
             base + "/end", "End meeting for everyone", css="secondary", test_id="end-meeting"
         )
-    call = "call in progress" if room.call_active else "no call in progress"
+    call = "The call is in progress." if room.call_active else "No call is in progress."
     return (
-        f"{status}<p class='note'>Meeting: {e(call)}.</p>"
-        f"<h3>In the meeting</h3><ul class='people' data-testid='in-meeting'>{people}</ul>"
-        f"<h3>Lobby</h3><ul class='people' data-testid='lobby'>{lobby_items or '<li>—</li>'}</ul>"
+        f"{status}<p class='note'>{e(call)}</p>"
+        f"<h2>In the meeting</h2><ul class='people' data-testid='in-meeting'>"
+        f"{people or '<li>Nobody</li>'}</ul>"
+        f"<h2>Lobby</h2><ul class='people' data-testid='lobby'>{lobby_items or '<li>Nobody waiting</li>'}</ul>"
         f"<p>{actions}</p>"
     )
 
@@ -302,6 +377,7 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
     graph = world.graph
     entra = world.entra
     teams = prefix + "/teams"  # every Teams page lives under this path
+    nav = world_nav(world)
 
     def room_of(request: Request) -> tuple[str, MeetingRoom]:
         handle = request.path_params["handle"]
@@ -321,27 +397,31 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
             if unquote(str(meeting.get("joinWebUrl", ""))) == wanted:
                 handle = world.room_handle_for_join_url(str(meeting["joinWebUrl"]))
                 return _see_other(f"{teams}/rooms/{handle}")
-        return html_response(pages.message("Microsoft Teams", "Meeting not found."), 404)
+        page = pages.message("Microsoft Teams", "Meeting not found.", theme="teams", nav=nav)
+        return html_response(page, 404)
 
     async def prejoin(request: Request) -> Response:
         handle, room = room_of(request)
         appointment = world.appointment_of_room(handle)
         title = "Virtual visit" if appointment is None else f"Virtual visit · {appointment.reason}"
+        organizer = world.display_name(room.organizer_oid)
         action = f"{teams}/rooms/{handle}/join"
+        name = world.guest_name(handle, request.cookies.get(PORTAL_COOKIE))
         guest_form = (
             f"<form method='post' action='{e(action)}'><input type='hidden' name='identity' "
-            "value='guest'><label>Your name <input type='text' name='name' value='Patient' "
-            "maxlength='60' data-testid='guest-name'></label> "
-            "<button data-testid='join-guest'>Join now</button></form>"
+            "value='guest'><label for='guest-name'>Your name</label> <input type='text' "
+            f"id='guest-name' name='name' value='{e(name)}' maxlength='60' autocomplete='name' "
+            "data-testid='guest-name'> <button data-testid='join-guest'>Join now</button></form>"
         )
+        host = f"<p data-testid='meeting-host'>Hosted by {e(organizer)}.</p>" if organizer else ""
         body = (
-            f"<section><h2>{e(title)}</h2><p class='note'>Microsoft Teams (simulated) · "
+            f"<section><h2>{e(title)}</h2>{host}<p class='note'>Microsoft Teams (simulated) · "
             "no app, no account needed.</p></section>"
-            "<section><h3>Continue on this browser as a guest</h3>"
-            f"{guest_form}</section><section><h3>Signed in to Microsoft 365</h3>"
+            "<section><h2>Continue on this browser as a guest</h2>"
+            f"{guest_form}</section><section><h2>Signed in to Microsoft 365</h2>"
             f"{_account_choice(action, room, signed_in(request))}</section>"
         )
-        return html_response(layout("Microsoft Teams (simulated)", body, theme="teams"))
+        return html_response(layout("Join the video visit", body, theme="teams", nav=nav))
 
     async def join(request: Request) -> Response:
         handle, room = room_of(request)
@@ -354,10 +434,10 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
         else:  # "account" (or a forged "organizer"): who Microsoft says this browser is
             user = signed_in(request)
             if user is None:
-                return _refused("Sign in to Microsoft 365 to join with an account.")
+                return _refused("Sign in to Microsoft 365 to join with an account.", nav)
             organizer = room.is_organizer(user.object_id, user.tenant_id)
             if form.get("identity") == "organizer" and not organizer:
-                return _refused("Only the meeting's organizer can join as organizer.")
+                return _refused("Only the meeting's organizer can join as organizer.", nav)
             name, kind = user.name, "organizer" if organizer else "tenant_user"
             me = "organizer" if organizer else "user-" + secrets.token_hex(4)
             present = me in room.in_meeting() or me in room.in_lobby()
@@ -370,7 +450,7 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
                     me, object_id=user.object_id, tenant_id=user.tenant_id, display_name=name
                 )
             except UsageError:  # an account of another tenant
-                return _refused("This account cannot join this meeting.")
+                return _refused("This account cannot join this meeting.", nav)
         world.people[(handle, me)] = RoomPerson(name, kind, browser)
         await world.room_changed()
         response = _see_other(f"{teams}/rooms/{handle}/p/{me}")
@@ -382,23 +462,22 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
         handle, room = room_of(request)
         me = request.path_params["me"]
         if not _owns(request, _person(world, handle, me)):
-            return _refused("This is someone else's place in the meeting.")
+            return _refused("This is someone else's place in the meeting.", nav)
         base = f"{teams}/rooms/{handle}"
         roster = await _live_roster(world, handle, room, me)
         body = (
-            f"<section id='room-panel' data-state='{e(base)}/state.json' "
+            f"<section id='room-panel' tabindex='-1' data-state='{e(base)}/state.json' "
             f"data-panel='{e(base)}/p/{e(me)}/panel' data-version='{len(room.history)}'>"
             f"{_panel(world, teams, handle, room, me)}</section>{roster}"
         )
-        return html_response(
-            layout("Microsoft Teams (simulated)", body, theme="teams", script=True)
-        )
+        page = layout("Video visit", body, theme="teams", script=True, nav=nav)
+        return html_response(page)
 
     async def panel(request: Request) -> Response:
         handle, room = room_of(request)
         me = request.path_params["me"]
         if not _owns(request, _person(world, handle, me)):
-            return _refused("This is someone else's place in the meeting.")
+            return _refused("This is someone else's place in the meeting.", nav)
         return html_response(_panel(world, teams, handle, room, me))
 
     async def state(request: Request) -> Response:
@@ -416,7 +495,7 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
         handle, room = room_of(request)
         me, action = request.path_params["me"], request.path_params["action"]
         if not _owns(request, _person(world, handle, me)):
-            return _refused("This is someone else's place in the meeting.")
+            return _refused("This is someone else's place in the meeting.", nav)
         form = await form_fields(request)
         try:
             if action == "admit":
@@ -427,9 +506,11 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
                     room.end_call()
             elif action == "end":
                 room.end_for_everyone(me)
+            elif action == "rejoin":
+                await _rejoin(room, me, _person(world, handle, me), signed_in(request))
         except UsageError as exc:
             if exc.reason == "not_organizer":
-                return _refused("Only the meeting's organizer can do this.")
+                return _refused("Only the meeting's organizer can do this.", nav)
             # otherwise a double click: the room already changed; the page shows its state
         await world.room_changed()
         return _see_other(f"{teams}/rooms/{handle}/p/{me}")
@@ -445,6 +526,22 @@ def _teams_routes(world: MicrosoftSide, prefix: str) -> list[Route]:
     ]
 
 
+async def _rejoin(
+    room: MeetingRoom, me: str, person: RoomPerson | None, user: SignedInUser | None
+) -> None:
+    """The same participant joins again (as a guest, or as the signed-in account it was)."""
+    if person is None:
+        return
+    if person.kind == "guest":
+        room.join(me, identity="guest", display_name=person.name)
+    elif user is not None:
+        room.join_signed_in(
+            me, object_id=user.object_id, tenant_id=user.tenant_id, display_name=person.name
+        )
+    else:
+        raise UsageError("sign in to Microsoft 365 to rejoin", reason="not_signed_in")
+
+
 async def _live_roster(world: MicrosoftSide, handle: str, room: MeetingRoom, me: str) -> str:
     """The clinician's teams-ehr roster: the runtime's SSE stream when it exists (requirement D3)."""
     person = _person(world, handle, me)
@@ -454,13 +551,13 @@ async def _live_roster(world: MicrosoftSide, handle: str, room: MeetingRoom, me:
     url = None if appointment is None else world.roster_url(appointment)
     if url is None:
         return (
-            "<section><h3>teams-ehr live roster</h3><p class='note'>This runtime has no live "
+            "<section><h2>Who is here (teams-ehr)</h2><p class='note'>This runtime has no live "
             "roster route; the attendance page shows the stored facts.</p></section>"
         )
     return (
         f"<section id='live-roster' data-sse='{e(url)}' data-events='0'>"
-        "<h3>teams-ehr live roster</h3><p class='note'>Roles, kinds and times only, as the "
-        "clinician's app receives them (Server-Sent Events).</p><p class='call'></p>"
+        "<h2>Who is here (teams-ehr)</h2><p class='note'>What your app is told, live: roles "
+        "and times, never names.</p><p class='call' data-testid='roster-call'></p>"
         "<ul data-testid='live-roster'></ul></section>"
     )
 
@@ -487,7 +584,8 @@ def microsoft_pages(side: MicrosoftSide, prefix: str) -> Starlette:
     Microsoft sandbox (:mod:`teams_ehr.microsoft_sandbox`) to hand its requests to."""
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return html_response(pages.message("Not found", "This page does not exist."), 404)
+        page = pages.message("Not found", "This page does not exist.", nav=world_nav(side))
+        return html_response(page, 404)
 
     return Starlette(
         routes=microsoft_routes(side, prefix),

@@ -63,7 +63,7 @@ def build_demo_app(world: DemoWorld) -> BrowserGateway:
         return html_response(pages.message("Not found", "This page does not exist."), 404)
 
     demo = Starlette(
-        routes=[*demo_routes(world), *sandbox_routes(world), Mount("/", app=example)],
+        routes=[*demo_routes(world, example), *sandbox_routes(world), Mount("/", app=example)],
         lifespan=lifespan,
         exception_handlers={DemoNotFoundError: not_found},
     )

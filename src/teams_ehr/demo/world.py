@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from teams_ehr._redact import get_logger
 from teams_ehr.app import TeamsEhr
@@ -49,12 +50,15 @@ __all__ = [
     "DemoWorld",
     "RoomHandles",
     "RoomPerson",
+    "VisitState",
 ]
 
 ORG_ID = "sandbox-clinic"
 CLINICIAN_NAME = "Dr. Demo"
 APPROVER_NAME = "Avery Analyst"
 _log = get_logger(__name__)
+VisitState = Literal["not_started", "ready", "in_progress", "ended"]
+"""What happened to a visit: no meeting yet; meeting created, no call; a call on; calls over."""
 RoomChangeListener = Callable[[], Awaitable[object]]
 
 
@@ -171,6 +175,10 @@ class DemoWorld:
         self.people: dict[tuple[str, str], RoomPerson] = {}  # (room handle, participant id)
         self.notifier: RoomChangeListener | None = None
         self.console = False  # the library's admin console is mounted at /admin
+        self.portal_url: str | None = "/portal"  # where a patient goes back to after a visit
+        self.names: dict[str, str] = {}  # Microsoft object id → name it signed in with
+        self.portal_patients: dict[str, str] = {}  # portal browser cookie → appointment id
+        self.text_tokens: dict[str, str] = {}  # text-message join token → appointment id
         self._runtime: TeamsEhr | None = None
 
     def __repr__(self) -> str:
@@ -283,7 +291,20 @@ class DemoWorld:
             start=appointment.start,
             end=appointment.end,
         )
+        self.text_tokens[token] = appointment.appointment_id
         return f"/j/{token}"
+
+    async def text_link_opens_at(self, token: str) -> datetime | None:
+        """When a text-message link this demo issued opens, if that is still ahead (the join
+        window, threat T20 in docs/security.md); ``None`` for any other token or an open window."""
+        from teams_ehr.visits.joinlinks import token_hash
+
+        if token not in self.text_tokens:
+            return None
+        row = await self.runtime.store.get_join_link(token_hash(token))
+        if row is None or row.revoked or self.sandbox.clock() >= row.not_before:
+            return None
+        return row.not_before
 
     def external_id(self, appointment: DemoAppointment) -> str:
         key = self.runtime.settings.external_id_key_bytes()
@@ -291,6 +312,55 @@ class DemoWorld:
 
     async def meeting_of(self, appointment: DemoAppointment) -> MeetingRow | None:
         return await self.runtime.store.get_meeting(ORG_ID, self.external_id(appointment))
+
+    def meeting_room(self, meeting: MeetingRow | None) -> MeetingRoom | None:
+        if meeting is None or meeting.meeting_id not in self.sandbox.graph.meetings:
+            return None
+        return self.sandbox.graph.room(meeting.meeting_id)
+
+    async def visit_state(self, appointment: DemoAppointment) -> VisitState:
+        """What happened to the visit so far, from its meeting and the meeting's room."""
+        meeting = await self.meeting_of(appointment)
+        room = self.meeting_room(meeting)
+        if meeting is None:
+            return "not_started"
+        if room is not None and room.call_active:
+            return "in_progress"
+        if room is not None and any(c.kind == "call_ended" for c in room.history):
+            return "ended"
+        return "ready"
+
+    async def clinician_in_meeting(self, appointment: DemoAppointment) -> bool:
+        """Whether the meeting's organizer is in the meeting now (not merely created it)."""
+        room = self.meeting_room(await self.meeting_of(appointment))
+        if room is None:
+            return False
+        last: dict[str, bool] = {}
+        for change in room.history:
+            if change.participant_id is not None and change.identity_kind == "organizer":
+                last[change.participant_id] = not change.removed and not change.in_lobby
+        return any(last.values())
+
+    async def clinician_name(self, appointment: DemoAppointment) -> str | None:
+        """The name the meeting's organizer signed in to Microsoft with (``None``: unknown)."""
+        meeting = await self.meeting_of(appointment)
+        return None if meeting is None else self.display_name(meeting.organizer_oid)
+
+    def signed_in(self, object_id: str, name: str) -> None:
+        """The sign-in page signed ``object_id`` in as ``name`` (for labels on the pages)."""
+        self.names[object_id.lower()] = name
+
+    def display_name(self, object_id: str) -> str | None:
+        return self.names.get(object_id.lower())
+
+    def guest_name(self, handle: str, portal_browser: str | None) -> str:
+        """The name the pre-join screen suggests: the patient's, when this browser came from
+        that patient's portal launch of this room's appointment; otherwise none."""
+        appointment = self.appointment_of_room(handle)
+        launched = self.portal_patients.get(portal_browser or "")
+        if appointment is None or launched != appointment.appointment_id:
+            return ""
+        return appointment.patient_name
 
     async def facts_of(self, appointment: DemoAppointment) -> list[AttendanceFactRow]:
         return list(await self.runtime.store.list_facts(ORG_ID, self.external_id(appointment)))

@@ -14,7 +14,10 @@ the app would never end): the bridge closes the runtime and stops the portal at 
 (:mod:`atexit`), or earlier when ``close()`` is called or its ``with`` block ends.
 
 ``init_app(app, url_prefix="/ehr", include={"visits", "jwks"})`` mounts a subset under a prefix,
-checked like :func:`~teams_ehr.integrations.routes.mounted_routes` before anything starts.
+checked like :func:`~teams_ehr.integrations.routes.mounted_routes` before anything starts. Unless
+the host has its own 404 handler, ``init_app`` installs one that answers an unknown path with an
+HTML page for a browser and ``{"detail": "Not Found"}`` for an API client (``not_found_page=False``
+leaves 404s to Flask).
 
 A :class:`~teams_ehr.web.WebStream` (the live roster) is streamed by pulling the async iterator
 through the same portal, one chunk per call; closing the response closes the iterator.
@@ -30,9 +33,9 @@ from typing import Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from teams_ehr.app import TeamsEhr
-from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.integrations.proxy import request_origin
 from teams_ehr.integrations.routes import (
     SESSION_MAX_AGE,
@@ -41,11 +44,21 @@ from teams_ehr.integrations.routes import (
     browser_session,
     handle,
     mounted_routes,
+    not_found,
     session_cookie_name,
 )
 from teams_ehr.web import WebStream
 
 __all__ = ["FlaskTeamsEhr"]
+
+
+def _not_found(_exc: HTTPException) -> Response:
+    """404 negotiated on ``Accept`` (RFC 9110 §12.5.1): HTML for a browser, JSON otherwise."""
+    result = not_found(request.path, request.headers.get("Accept"))
+    response = Response(result.body, status=result.status, content_type=result.media_type)
+    for name, value in result.headers:
+        response.headers[name] = value
+    return response
 
 
 def _flask_path(path: str) -> str:
@@ -84,11 +97,17 @@ class FlaskTeamsEhr:
         return self.portal.call(func, *args)
 
     def init_app(
-        self, app: Flask, *, url_prefix: str = "", include: Collection[str] | None = None
+        self,
+        app: Flask,
+        *,
+        url_prefix: str = "",
+        include: Collection[str] | None = None,
+        not_found_page: bool = True,
     ) -> None:
         """Open the runtime now (not on the first request) and register the ``include`` route
         groups (default: all) as the ``teams_ehr`` blueprint under ``url_prefix``, which
-        ``app_base_url`` must end with (checked first: a refused mount starts nothing)."""
+        ``app_base_url`` must end with (checked first: a refused mount starts nothing); with
+        ``not_found_page`` and no 404 handler of the host's, install the negotiated 404."""
         mount = mounted_routes(self.runtime.settings, prefix=url_prefix, include=include)
         self.portal  # noqa: B018 - open the runtime now, not on the first request
         blueprint = Blueprint("teams_ehr", __name__, url_prefix=mount.prefix or None)
@@ -98,6 +117,8 @@ class FlaskTeamsEhr:
             )
         app.register_blueprint(blueprint)
         app.extensions["teams_ehr"] = self
+        if not_found_page and not app.error_handler_spec.get(None, {}).get(404):
+            app.register_error_handler(404, _not_found)
 
     def _view(self, spec: RouteSpec) -> Callable[..., Response]:
         def view(**path_params: str) -> Response:
@@ -113,6 +134,8 @@ class FlaskTeamsEhr:
             session_id, fresh = browser_session(request.cookies.get(cookie))
             body = b""
             if spec.raw_body:
+                from teams_ehr.attendance.webhook import MAX_BODY_BYTES
+
                 body, fresh = request.stream.read(MAX_BODY_BYTES + 1), False
                 params: dict[str, str] = {}
             else:

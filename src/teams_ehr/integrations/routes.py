@@ -15,6 +15,7 @@ prefix that ``app_base_url`` must end with, since every URL the library generate
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -22,31 +23,40 @@ from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from teams_ehr._redact import get_logger, install_redaction
 from teams_ehr.app import MICROSOFT_CALLBACK_PATH, TeamsEhr
-from teams_ehr.attendance.handshake import HandshakeKind
-from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
-from teams_ehr.attendance.visit_state import visit_request_scope
-from teams_ehr.config import TeamsEhrSettings
 from teams_ehr.errors import (
+    ApprovalRequiredError,
     ConfigurationError,
     ContextLinkError,
     JoinLinkInvalidError,
     LaunchParameterError,
     SecurityError,
     TeamsEhrError,
+    UntrustedIssuerError,
     UsageError,
     VisitNotReadyError,
 )
-from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
 from teams_ehr.integrations.refusals import refusal_summary
 from teams_ehr.integrations.spec import Handler, IncomingRequest, RouteSpec
-from teams_ehr.metrics import observe_launch
-from teams_ehr.orgs.models import EnvironmentName
-from teams_ehr.web import WebResponse, WebStream, error_response, with_banner
+from teams_ehr.web import WebResponse, WebStream, error_response, not_found_response, with_banner
+
+if TYPE_CHECKING:
+    from teams_ehr.attendance.handshake import HandshakeKind
+    from teams_ehr.config import TeamsEhrSettings
+    from teams_ehr.orgs.models import EnvironmentName
+
+    # Built on first use (PEP 562 ``__getattr__`` below): the webhook paths and the admin
+    # console's routes live in modules a host need not load to import this one.
+    VISIT_ROUTES: tuple[RouteSpec, ...]
+    JWKS_ROUTES: tuple[RouteSpec, ...]
+    WEBHOOK_ROUTES: tuple[RouteSpec, ...]
+    ROSTER_ROUTES: tuple[RouteSpec, ...]
+    ROUTE_GROUPS: Mapping[str, tuple[RouteSpec, ...]]
+    ROUTES: tuple[RouteSpec, ...]
 
 __all__ = [
     "ROUTES",
@@ -59,6 +69,7 @@ __all__ = [
     "browser_session",
     "handle",
     "mounted_routes",
+    "not_found",
     "session_cookie_name",
 ]
 
@@ -76,7 +87,11 @@ _STAGES = {
 
 def _observed(route: str) -> AbstractContextManager[None]:
     stage = _STAGES.get(route)
-    return observe_launch(stage) if stage is not None else nullcontext()
+    if stage is None:
+        return nullcontext()
+    from teams_ehr.metrics import observe_launch
+
+    return observe_launch(stage)
 
 
 _ENVIRONMENTS: tuple[EnvironmentName, ...] = ("test", "production")
@@ -90,22 +105,56 @@ def _environment(request: IncomingRequest) -> EnvironmentName:
     raise LaunchParameterError("unknown environment in launch URL", reason="bad_environment")
 
 
+async def _unapproved_reason(app: TeamsEhr, request: IncomingRequest) -> str | None:
+    """Why a refused launch came from the organization's own EHR (its ``iss`` is the configured
+    FHIR base) while that environment is not approved, edited since, or suspended:
+    ``org_not_approved`` or ``org_suspended``, so the person is told so and whom to ask. Any
+    other ``iss`` keeps the generic page (threat T27: nothing about an organization is shown
+    to a stranger)."""
+    from teams_ehr.orgs.models import config_hash
+    from teams_ehr.smart.canonical import canonical_fhir_base
+
+    name = _environment(request)
+    org = await app.registry.get(request.path_params["org_id"])
+    env = org.environment(name) if org is not None else None
+    if org is None or env is None:
+        return None
+    try:
+        iss = canonical_fhir_base(request.params.get("iss", ""), allow_http=env.config.allow_http)
+    except LaunchParameterError:
+        return None
+    if iss != env.config.fhir_base:
+        return None
+    if env.state == "suspended":
+        return "org_suspended"
+    current = env.state == "active" and env.approved_config_hash == config_hash(org, name)
+    return None if current else "org_not_approved"
+
+
+async def _launch(app: TeamsEhr, request: IncomingRequest, role: str) -> WebResponse:
+    flow = app.visits.provider if role == "provider" else app.visits.patient
+    try:
+        return await flow.begin_launch(
+            request.path_params["org_id"],
+            _environment(request),
+            request.params,
+            session_id=request.session_id,
+        )
+    except UntrustedIssuerError:
+        reason = await _unapproved_reason(app, request)
+        if reason is not None:
+            raise ApprovalRequiredError(
+                "the organization environment is not approved and active", reason=reason
+            ) from None
+        raise
+
+
 async def _provider_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.provider.begin_launch(
-        request.path_params["org_id"],
-        _environment(request),
-        request.params,
-        session_id=request.session_id,
-    )
+    return await _launch(app, request, "provider")
 
 
 async def _patient_launch(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
-    return await app.visits.patient.begin_launch(
-        request.path_params["org_id"],
-        _environment(request),
-        request.params,
-        session_id=request.session_id,
-    )
+    return await _launch(app, request, "patient")
 
 
 async def _ehr_callback(app: TeamsEhr, request: IncomingRequest) -> WebResponse:
@@ -154,39 +203,71 @@ async def _roster(app: TeamsEhr, request: IncomingRequest) -> WebStream:
     return WebStream(chunks)
 
 
-VISIT_ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec(
-        "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
-    ),
-    RouteSpec(
-        "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _patient_launch
-    ),
-    RouteSpec("ehr_callback", "/callback", ("GET",), _ehr_callback),
-    RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
-    RouteSpec("join", "/j/{token}", ("GET",), _join),
-)
-JWKS_ROUTES: tuple[RouteSpec, ...] = (RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),)
-WEBHOOK_ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec(
-        "graph_notifications", NOTIFICATIONS_PATH, ("GET", "POST"), _graph_notifications, True
-    ),
-    RouteSpec("graph_lifecycle", LIFECYCLE_PATH, ("GET", "POST"), _graph_lifecycle, True),
-)
-ROSTER_ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("roster", "/visits/{org_id}/{external_id}/roster", ("GET",), _roster),
-)
-ROUTE_GROUPS: Mapping[str, tuple[RouteSpec, ...]] = MappingProxyType(
-    {
-        "visits": VISIT_ROUTES,
-        "jwks": JWKS_ROUTES,
-        "webhooks": WEBHOOK_ROUTES,
-        "roster": ROSTER_ROUTES,
-        "admin": ADMIN_ROUTES,
+@functools.cache
+def _tables() -> dict[str, Any]:
+    """The route tables, built once on first use (they name the attendance webhook paths and
+    the admin console's routes, which load their modules)."""
+    from teams_ehr.attendance.runtime import LIFECYCLE_PATH, NOTIFICATIONS_PATH
+    from teams_ehr.integrations.admin_routes import ADMIN_ROUTES
+
+    visit_routes: tuple[RouteSpec, ...] = (
+        RouteSpec(
+            "provider_launch", "/launch/{org_id}/{environment}", ("GET", "POST"), _provider_launch
+        ),
+        RouteSpec(
+            "patient_launch", "/patient/{org_id}/{environment}", ("GET", "POST"), _patient_launch
+        ),
+        RouteSpec("ehr_callback", "/callback", ("GET",), _ehr_callback),
+        RouteSpec("microsoft_callback", MICROSOFT_CALLBACK_PATH, ("GET",), _microsoft_callback),
+        RouteSpec("join", "/j/{token}", ("GET",), _join),
+    )
+    jwks_routes = (RouteSpec("jwks", "/.well-known/jwks.json", ("GET",), _jwks),)
+    webhook_routes = (
+        RouteSpec(
+            "graph_notifications", NOTIFICATIONS_PATH, ("GET", "POST"), _graph_notifications, True
+        ),
+        RouteSpec("graph_lifecycle", LIFECYCLE_PATH, ("GET", "POST"), _graph_lifecycle, True),
+    )
+    roster_routes = (
+        RouteSpec("roster", "/visits/{org_id}/{external_id}/roster", ("GET",), _roster),
+    )
+    groups: Mapping[str, tuple[RouteSpec, ...]] = MappingProxyType(
+        {
+            "visits": visit_routes,
+            "jwks": jwks_routes,
+            "webhooks": webhook_routes,
+            "roster": roster_routes,
+            "admin": ADMIN_ROUTES,
+        }
+    )
+    routes = tuple(spec for group in groups.values() for spec in group)
+    return {
+        "VISIT_ROUTES": visit_routes,
+        "JWKS_ROUTES": jwks_routes,
+        "WEBHOOK_ROUTES": webhook_routes,
+        "ROSTER_ROUTES": roster_routes,
+        # The groups a host mounts with ``include=``: the clinician's and patient's launches
+        # with both callbacks and join links; the JWKS URL; Graph's webhooks; the live roster;
+        # the admin console.
+        "ROUTE_GROUPS": groups,
+        "ROUTES": routes,
+        "_BY_NAME": {route.name: route for route in (*routes, *SANDBOX_ROUTES)},
     }
-)
-"""The groups a host mounts with ``include=``: the clinician's and patient's launches with both
-callbacks and join links; the JWKS URL; Graph's webhooks; the live roster; the admin console."""
-ROUTES: tuple[RouteSpec, ...] = tuple(spec for group in ROUTE_GROUPS.values() for spec in group)
+
+
+def _table(name: str) -> Any:
+    """A route table as the module exposes it (so a test may replace it with setattr)."""
+    value = globals().get(name)
+    return _tables()[name] if value is None else value
+
+
+def __getattr__(name: str) -> Any:
+    """``ROUTE_GROUPS``, ``ROUTES`` and the per-group tables, built on first access (PEP 562)."""
+    if name.startswith("_") or name not in _tables():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _tables()[name]
+    globals()[name] = value
+    return value
 
 
 def _sandbox_page(method: Literal["GET", "POST"], path: str) -> Handler:
@@ -224,7 +305,6 @@ SANDBOX_ROUTES: tuple[RouteSpec, ...] = (
 """Microsoft's browser pages in sandbox mode (:mod:`teams_ehr.microsoft_sandbox`): mounted by
 :func:`mounted_routes` with any ``include`` when ``settings.microsoft_sandbox`` is on, never
 otherwise."""
-_BY_NAME = {route.name: route for route in (*ROUTES, *SANDBOX_ROUTES)}
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 
 
@@ -252,18 +332,19 @@ def mounted_routes(
     (:func:`teams_ehr.install_redaction`) before the host's access log records any path.
     """
     install_redaction()  # the host's access log records paths: /j/<token> is a join link
+    route_groups: Mapping[str, tuple[RouteSpec, ...]] = _table("ROUTE_GROUPS")
     if isinstance(include, str):
         raise UsageError(
             f"include takes a set of group names, e.g. {{{include!r}}}; known groups: "
-            + ", ".join(ROUTE_GROUPS),
+            + ", ".join(route_groups),
             reason="unknown_route_group",
         )
-    groups = tuple(ROUTE_GROUPS) if include is None else tuple(include)
-    unknown = sorted(set(groups) - ROUTE_GROUPS.keys())
+    groups = tuple(route_groups) if include is None else tuple(include)
+    unknown = sorted(set(groups) - route_groups.keys())
     if unknown or not groups:
         named = ", ".join(unknown) if unknown else "no group"
         raise UsageError(
-            f"include names {named}; known groups: {', '.join(ROUTE_GROUPS)}",
+            f"include names {named}; known groups: {', '.join(route_groups)}",
             reason="unknown_route_group",
         )
     clean = prefix.rstrip("/")
@@ -283,12 +364,14 @@ def mounted_routes(
             reason="mount_prefix_mismatch",
         )
     if settings.attendance.enabled and "webhooks" not in groups:
+        from teams_ehr.attendance.runtime import NOTIFICATIONS_PATH
+
         _log.warning(
             "attendance is enabled but this host does not mount the 'webhooks' group: Graph's "
             "notificationUrl (%s) must reach an instance that does",
             base + NOTIFICATIONS_PATH,
         )
-    routes = tuple(spec for name in ROUTE_GROUPS if name in groups for spec in ROUTE_GROUPS[name])
+    routes = tuple(spec for name in route_groups if name in groups for spec in route_groups[name])
     if settings.microsoft_sandbox:
         routes += SANDBOX_ROUTES
     return MountedRoutes(clean, routes)
@@ -296,7 +379,9 @@ def mounted_routes(
 
 async def handle(app: TeamsEhr, request: IncomingRequest) -> WebResponse | WebStream:
     """Run the route; a :class:`TeamsEhrError` becomes its generic error page (never its text)."""
-    route = _BY_NAME[request.route]
+    from teams_ehr.attendance.visit_state import visit_request_scope
+
+    route = _tables()["_BY_NAME"][request.route]
     result: WebResponse | WebStream
     try:
         with visit_request_scope(request.session_id), _observed(route.name):
@@ -341,6 +426,16 @@ def _under_mount(result: WebResponse | WebStream, app_base_url: str) -> WebRespo
         for name, value in result.headers
     )
     return replace(result, headers=headers)
+
+
+def not_found(path: str, accept: str | None) -> WebResponse:
+    """What both adapters answer for a path no route matches: an HTML page for a browser
+    (``Accept: text/html``), JSON for an API client; under the console, a link back to it."""
+    from teams_ehr.orgs.console import ADMIN_PATH
+
+    at = path.find(ADMIN_PATH + "/")
+    back = (path[:at] + ADMIN_PATH, "Go to the admin console") if at >= 0 else None
+    return not_found_response(accept, back=back)
 
 
 def session_cookie_name(*, secure: bool) -> str:

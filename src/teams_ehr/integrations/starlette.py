@@ -3,8 +3,14 @@
 ::
 
     runtime = TeamsEhr(settings)
-    app = FastAPI(lifespan=compose_lifespans(teams_ehr_lifespan(runtime), host_lifespan))
+    app = FastAPI(
+        lifespan=compose_lifespans(teams_ehr_lifespan(runtime), host_lifespan),
+        exception_handlers={404: teams_ehr_not_found},
+    )
     app.router.routes.extend(teams_ehr_routes(runtime, prefix="/ehr", include={"visits", "jwks"}))
+
+:func:`teams_ehr_not_found` answers an unknown path with an HTML page for a browser and the
+usual ``{"detail": …}`` JSON for an API client (content negotiation on ``Accept``).
 
 Only translation happens here: request → :class:`IncomingRequest`, :class:`WebResponse` →
 ``Response`` (:class:`WebStream` → ``StreamingResponse``, which stops the stream when the client
@@ -20,11 +26,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from teams_ehr.app import TeamsEhr
-from teams_ehr.attendance.webhook import MAX_BODY_BYTES
 from teams_ehr.errors import UsageError
 from teams_ehr.integrations.proxy import RequestOrigin, request_origin
 from teams_ehr.integrations.routes import (
@@ -34,11 +39,12 @@ from teams_ehr.integrations.routes import (
     browser_session,
     handle,
     mounted_routes,
+    not_found,
     session_cookie_name,
 )
-from teams_ehr.web import WebResponse, WebStream
+from teams_ehr.web import WebResponse, WebStream, wants_html
 
-__all__ = ["compose_lifespans", "teams_ehr_lifespan", "teams_ehr_routes"]
+__all__ = ["compose_lifespans", "teams_ehr_lifespan", "teams_ehr_not_found", "teams_ehr_routes"]
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
@@ -84,6 +90,8 @@ def compose_lifespans(*lifespans: Lifespan) -> Lifespan:
 
 async def _capped_body(request: Request) -> bytes:
     """At most one byte more than the webhook accepts (it answers 413 past the limit)."""
+    from teams_ehr.attendance.webhook import MAX_BODY_BYTES
+
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -186,3 +194,15 @@ def teams_ehr_routes(
         )
         for spec in mount.routes
     ]
+
+
+async def teams_ehr_not_found(request: Request, exc: Exception) -> Response:
+    """A Starlette/FastAPI exception handler for 404 (``exception_handlers={404: …}``): a
+    browser gets the HTML page of :func:`~teams_ehr.integrations.routes.not_found`, an API
+    client ``{"detail": …}`` as before (RFC 9110 §12.5.1 proactive negotiation)."""
+    accept = request.headers.get("accept")
+    if wants_html(accept):
+        return _to_starlette(not_found(request.url.path, accept))
+    headers = getattr(exc, "headers", None)
+    detail = getattr(exc, "detail", None) or "Not Found"
+    return JSONResponse({"detail": detail}, status_code=404, headers=headers)

@@ -50,6 +50,7 @@ EnvironmentName = Literal["test", "production"]
 ApprovalState = Literal["draft", "pending_approval", "active", "suspended"]
 ENVIRONMENT_NAMES: tuple[EnvironmentName, ...] = ("test", "production")
 
+# built at import: a deferred model shows `(**data)` as its signature to inspect and IDEs
 _CONFIG = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 _ORG_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,256}$")

@@ -20,7 +20,9 @@ codes — never tokens).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +59,9 @@ __all__ = ["SYSTEM_ACTOR", "OrganizationRegistry"]
 
 SYSTEM_ACTOR = "system"
 _log = get_logger(__name__)
+_request_org: ContextVar[list[Organization] | None] = ContextVar(
+    "teams_ehr_request_org", default=None
+)
 
 
 def _actor(actor: str) -> str:
@@ -100,14 +105,36 @@ class OrganizationRegistry:
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, org_id: str, *, tenant_id: str | None = None) -> Organization | None:
-        """The organization, or ``None`` (also when it belongs to another ``tenant_id``)."""
-        row = await self._store.get_organization(org_id)
-        if row is None:
-            return None
-        org = Organization.from_row(row)
+        """The organization, or ``None`` (also when it belongs to another ``tenant_id``).
+
+        Inside :meth:`read_for_request`, the organization the request already read is returned
+        to the task serving that request, without a second store read."""
+        memo = _request_org.get()
+        if memo and memo[0].org_id == org_id:
+            org = memo[0]
+        else:
+            row = await self._store.get_organization(org_id)
+            if row is None:
+                return None
+            org = Organization.from_row(row)
         if tenant_id is not None and org.tenant_id != _tenant(tenant_id):
             return None
         return org
+
+    @staticmethod
+    @contextmanager
+    def read_for_request(org: Organization) -> Iterator[None]:
+        """Serve :meth:`get` of ``org`` from this read until the block ends, to this task and
+        the tasks it starts; a task that outlives the block reads the store again. A request
+        decides on one consistent read; a suspension committed before the next request stops
+        that one."""
+        memo = [org]  # emptied on exit: copies of the context in longer-lived tasks see nothing
+        token = _request_org.set(memo)
+        try:
+            yield
+        finally:
+            memo.clear()
+            _request_org.reset(token)
 
     async def list(self, *, tenant_id: str | None = None) -> list[Organization]:
         orgs = [Organization.from_row(row) for row in await self._store.list_organizations()]
@@ -119,12 +146,20 @@ class OrganizationRegistry:
     async def audit_log(self, org_id: str) -> Sequence[AuditEntry]:
         return await self._store.list_audit(org_id)
 
-    async def resolve_issuer(self, canonical_base: str) -> IssuerBinding | None:
-        """:class:`~teams_ehr.smart.launch.IssuerResolver`: only approved, unedited, active."""
+    async def resolve_issuer(
+        self, canonical_base: str, *, known: Organization | None = None
+    ) -> IssuerBinding | None:
+        """:class:`~teams_ehr.smart.launch.IssuerResolver`: only approved, unedited, active.
+
+        ``known``: the organization as the caller read it during this request; used instead of a
+        second read when the binding names it (any other organization is read)."""
         binding = await self._store.resolve_issuer(canonical_base)
         if binding is None or binding.canonical_base != canonical_base:
             return None
-        org = await self.get(binding.org_id)
+        if known is not None and known.org_id == binding.org_id:
+            org: Organization | None = known
+        else:
+            org = await self.get(binding.org_id)
         env = None if org is None else org.environment(binding.environment)
         if org is None or env is None or env.state != "active":
             return None
@@ -139,7 +174,13 @@ class OrganizationRegistry:
         self, org_id: str, environment: EnvironmentName
     ) -> DiscoverySnapshot | None:
         """The discovery snapshot taken at approval, for launch-time comparison (requirement A2, threat T03)."""
-        org = await self.get(org_id)
+        return self.approved_snapshot_of(await self.get(org_id), environment)
+
+    @staticmethod
+    def approved_snapshot_of(
+        org: Organization | None, environment: EnvironmentName
+    ) -> DiscoverySnapshot | None:
+        """:meth:`approved_snapshot` of an organization already read in this request."""
         env = None if org is None else org.environment(environment)
         if org is None or env is None or env.state != "active":
             return None
@@ -150,12 +191,20 @@ class OrganizationRegistry:
     # -- writes ------------------------------------------------------------------------------
 
     async def create(self, org: Organization, *, actor: str) -> Organization:
-        """Store a new organization; every environment must be a fresh draft."""
+        """Store a new organization; every environment must be a fresh draft.
+
+        The creator is recorded as each environment's editor: the self-approval rule
+        (:func:`~teams_ehr.orgs.approval.apply_approval`) must see who configured it.
+        """
         who = _actor(actor)
+        created: dict[str, Any] = {}
         for name in ENVIRONMENT_NAMES:
             env = org.environment(name)
             if env is not None and env.state != "draft":
                 raise StateTransitionError("a new organization's environments start as drafts")
+            if env is not None:
+                created[name] = env.model_copy(update={"edited_by": who})
+        org = org.model_copy(update=created)
         version = await self._store.put_organization(
             org.org_id, org.document(), expected_version=None
         )

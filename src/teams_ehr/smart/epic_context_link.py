@@ -45,15 +45,16 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import BaseModel, ConfigDict, Field
 
 from teams_ehr._redact import get_logger
 from teams_ehr.errors import ConfigurationError, ContextLinkError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from teams_ehr.smart.context import LaunchContext
 from teams_ehr.store.protocol import NonceStore
 
@@ -139,6 +140,9 @@ class ContextLinkKey:
         return len(self._key) * 8
 
     def _cipher(self, iv: bytes) -> Cipher[modes.CBC]:
+        # imported on first use: a host without Epic context links never loads the AES primitives
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         return Cipher(algorithms.AES(self._key), modes.CBC(iv))
 
     def _replay_key(self, plaintext: bytes) -> str:
@@ -217,6 +221,8 @@ def _decrypt(raw: bytes, key: ContextLinkKey, iv_mode: IvMode) -> bytes:
         raise _refuse("bad_ciphertext_length")
     decryptor = key._cipher(iv).decryptor()
     padded = decryptor.update(body) + decryptor.finalize()
+    from cryptography.hazmat.primitives import padding
+
     unpadder = padding.PKCS7(128).unpadder()
     try:
         return unpadder.update(padded) + unpadder.finalize()
@@ -371,6 +377,8 @@ def encrypt_context_link(
         if len(used_iv) != _BLOCK:
             raise ConfigurationError("iv must be 16 bytes", reason="bad_iv")
         prefix = used_iv
+    from cryptography.hazmat.primitives import padding
+
     padder = padding.PKCS7(128).padder()
     padded = padder.update(query.encode("utf-8")) + padder.finalize()
     encryptor = key._cipher(used_iv).encryptor()

@@ -26,7 +26,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import anyio
@@ -134,6 +133,8 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
         return None
     if value.isascii() and value.isdigit():
         return float(value)
+    from email.utils import parsedate_to_datetime  # the rare HTTP-date form (RFC 9110 §10.2.3)
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -38,7 +38,9 @@ from teams_ehr.store.protocol import (
     OutboxItem,
     OutboxState,
     PurgeCounts,
+    SetupCounts,
     SubscriptionRow,
+    SubscriptionSetup,
 )
 
 Mode = Literal["count", "one", "all", "many"]
@@ -92,6 +94,10 @@ class SqlStore(ABC):
     @abstractmethod
     def _dec(self, value: Any) -> datetime:
         """A stored time as an aware UTC datetime."""
+
+    def _span(self, value: timedelta) -> Any:
+        """A duration as the engine adds it to a stored time (an ``interval`` here)."""
+        return value
 
     def _audit_guard(self, org_id: str) -> list[Stmt]:
         """Statements that serialize audit appends of one org (none needed on SQLite)."""
@@ -183,6 +189,35 @@ class SqlStore(ABC):
         org_id = str(row[0])
         table = "pending_authorizations"
         return org_id, self._sealer.open(row[1], org_id=org_id, table=table, row_key=key)
+
+    async def replace_pending(
+        self,
+        key: str,
+        *,
+        org_id: str,
+        payload: bytes,
+        expires_at: datetime,
+        now: datetime,
+        keep_live: bool = False,
+    ) -> bytes:
+        c.require_text(key=key, org_id=org_id)
+        table = "pending_authorizations"
+        sealed = self._sealer.seal(payload, org_id=org_id, table=table, row_key=key)
+        insert = Stmt(q.PENDING_INSERT, (key, org_id, sealed, self._enc(expires_at)))
+        if not keep_live:
+            if (await self._tx([Stmt(q.PENDING_DROP, (key, org_id)), insert]))[-1] != 1:
+                raise StorageConflictError("pending key of another org", reason="duplicate_key")
+            return payload
+        stmts = [
+            Stmt(q.PENDING_DROP_EXPIRED, (key, org_id, self._enc(c.aware(now)))),
+            insert,
+            Stmt(q.PENDING_SET_EXPIRY, (self._enc(expires_at), key, org_id)),
+            Stmt(q.PENDING_GET, (key, org_id), "one"),
+        ]
+        row = (await self._tx(stmts))[-1]
+        if row is None:  # the key is held by another organization's row
+            raise StorageConflictError("pending key of another org", reason="duplicate_key")
+        return self._sealer.open(row[0], org_id=org_id, table=table, row_key=key)
 
     async def remember_once(self, namespace: str, key: str, *, expires_at: datetime) -> bool:
         c.require_text(namespace=namespace, key=key)
@@ -304,6 +339,108 @@ class SqlStore(ABC):
         subscriptions are not renewed, so not listed)."""
         rows = await self._read(q.SUBSCRIPTION_EXPIRING, (self._enc(before),))
         return [self._subscription(r) for r in rows]
+
+    # -- validation handshakes, subscription setup ---------------------------------------------
+
+    async def open_handshake(
+        self, handshake_id: str, kinds: Sequence[str], *, expires_at: datetime
+    ) -> None:
+        """Not fsync'd: a window lost to a power cut only fails one subscription attempt,
+        which its setup retries."""
+        c.require_text(handshake_id=handshake_id)
+        text = c.handshake_kinds(kinds)
+        now = self._enc(self._clock())
+        stmts = [
+            Stmt(q.HANDSHAKE_SWEEP, (now,)),
+            Stmt(q.HANDSHAKE_INSERT, (handshake_id, text, self._enc(expires_at))),
+        ]
+        await self._tx(stmts)
+
+    async def close_handshake(self, handshake_id: str) -> None:
+        await self._write(q.HANDSHAKE_DELETE, (handshake_id,), "count", False)
+
+    async def handshake_pending(self, kind: str, *, now: datetime) -> bool:
+        pattern = f"%{c.handshake_kinds([kind])}%"
+        return await self._read(q.HANDSHAKE_PENDING, (self._enc(now), pattern), "one") is not None
+
+    async def request_subscription_setup(
+        self, org_id: str, external_id: str, *, now: datetime, keep_until: datetime
+    ) -> bool:
+        c.require_text(org_id=org_id, external_id=external_id)
+        at = self._enc(now)
+        args = (org_id, external_id, at, at, self._enc(keep_until))
+        return bool(await self._write(q.SETUP_INSERT, args, "count", True) == 1)
+
+    async def request_missing_subscription_setups(
+        self, *, now: datetime, ended_after: datetime, keep_for: timedelta
+    ) -> int:
+        at = self._enc(now)
+        args = (at, at, self._span(keep_for), self._enc(ended_after))
+        return int(await self._write(q.SETUP_SWEEP_MISSING, args, "count", True))
+
+    async def lease_subscription_setups(
+        self, *, worker: str, limit: int, now: datetime, lease_until: datetime
+    ) -> Sequence[SubscriptionSetup]:
+        c.require_text(worker=worker)
+        at = self._enc(now)
+        args = (worker, self._enc(lease_until), at, at, c.check_limit(limit))
+        rows = await self._write(q.SETUP_LEASE, args, "all", False)
+        setups = [SubscriptionSetup(r[0], r[1], int(r[2]), self._dec(r[3]), r[4]) for r in rows]
+        return sorted(setups, key=lambda s: (s.created_at, s.org_id, s.external_id))
+
+    async def complete_subscription_setup(self, row: SubscriptionRow, *, worker: str) -> bool:
+        """Durable: the subscription row is what every webhook checks notifications against."""
+        c.require_text(subscription_id=row.subscription_id, org_id=row.org_id, worker=worker)
+        sealed = self._sealer.seal_text(
+            row.client_state, org_id=row.org_id, table="subscriptions", row_key=row.subscription_id
+        )
+        meeting = (row.org_id, row.external_id)
+        sub = (row.subscription_id, *meeting, sealed, self._enc(row.expires_at), row.state)
+        stmts = [
+            Stmt(q.SETUP_DONE, (self._enc(self._clock()), *meeting, worker)),
+            Stmt(q.SUBSCRIPTION_UPSERT_SET_UP, (*sub, *meeting, worker), "one"),
+        ]
+        done, stored = await self._tx(stmts, durable=True)
+        if done != 1:
+            return False
+        if stored is None:
+            raise StorageConflictError(
+                "subscription of another org", reason="subscription_other_org"
+            )
+        return True
+
+    async def retry_subscription_setup(
+        self, org_id: str, external_id: str, *, worker: str, not_before: datetime, reason: str
+    ) -> bool:
+        c.require_text(reason=reason)
+        args = (self._enc(not_before), reason, org_id, external_id, worker)
+        return await self._mark(q.SETUP_RETRY, args)
+
+    async def abandon_subscription_setup(
+        self, org_id: str, external_id: str, *, worker: str, reason: str
+    ) -> bool:
+        c.require_text(reason=reason)
+        args = (reason, self._enc(self._clock()), org_id, external_id, worker)
+        return bool(await self._write(q.SETUP_ABANDON, args, "count", True) == 1)
+
+    async def subscription_setup_counts(self) -> SetupCounts:
+        counts: SetupCounts = dict.fromkeys((*c.SETUP_STATES, "retrying"), 0)
+        for state, n, failed in await self._read(q.SETUP_COUNTS, ()):
+            counts[str(state)] = int(n)
+            if state in ("pending", "leased"):
+                counts["retrying"] += int(failed or 0)
+        return counts
+
+    async def purge_subscription_setups(self, *, now: datetime, limit: int = 10_000) -> int:
+        cutoff, limit = self._enc(now), c.check_limit(limit)
+        purged = 0
+        while purged < limit:
+            batch = min(c.PURGE_BATCH_ROWS, limit - purged)
+            deleted = int(await self._write(q.SETUP_PURGE, (cutoff, cutoff, batch), "count", False))
+            purged += deleted
+            if deleted < batch:
+                break
+        return purged
 
     # -- inbox --------------------------------------------------------------------------------
 

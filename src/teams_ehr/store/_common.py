@@ -19,6 +19,7 @@ organization never opens in another.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -35,6 +36,8 @@ from teams_ehr.store.protocol import (
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 OUTBOX_STATES: Final[tuple[OutboxState, ...]] = ("pending", "leased", "delivered", "dead")
+SETUP_STATES: Final = ("pending", "leased", "done", "abandoned")
+_KIND = re.compile(r"^[a-z]{1,32}$")
 PURGE_EVERY: Final = 64
 """Expired nonces and pending authorizations are swept every this many writes of that kind."""
 PURGE_BATCH_ROWS: Final = 500
@@ -73,6 +76,14 @@ def require_text(**values: str) -> None:
     for name, value in values.items():
         if not isinstance(value, str) or not value:
             raise UsageError(f"{name} must be a non-empty string", reason="bad_store_argument")
+
+
+def handshake_kinds(kinds: Sequence[str]) -> str:
+    """``,kind,…,`` (sorted, deduplicated): matched with ``LIKE '%,kind,%'``, so each kind must
+    be a short word of lower-case letters (no ``LIKE`` wildcards such as ``_``)."""
+    if not kinds or not all(isinstance(k, str) and _KIND.match(k) for k in kinds):
+        raise UsageError("handshake kinds must be lower-case words", reason="bad_store_argument")
+    return "," + ",".join(sorted(set(kinds))) + ","
 
 
 def check_limit(limit: int) -> int:

@@ -66,6 +66,14 @@ PENDING_INSERT = (
 PENDING_TAKE = (
     "DELETE FROM pending_authorizations WHERE state_key = ? RETURNING org_id, payload, expires_at"
 )
+PENDING_DROP = "DELETE FROM pending_authorizations WHERE state_key = ? AND org_id = ?"
+PENDING_DROP_EXPIRED = (
+    "DELETE FROM pending_authorizations WHERE state_key = ? AND org_id = ? AND expires_at <= ?"
+)
+PENDING_SET_EXPIRY = (
+    "UPDATE pending_authorizations SET expires_at = ? WHERE state_key = ? AND org_id = ?"
+)
+PENDING_GET = "SELECT payload FROM pending_authorizations WHERE state_key = ? AND org_id = ?"
 
 NONCE_SWEEP = "DELETE FROM nonces WHERE expires_at <= ?"
 NONCE_DROP_EXPIRED = "DELETE FROM nonces WHERE namespace = ? AND nonce_key = ? AND expires_at <= ?"
@@ -137,6 +145,71 @@ SUBSCRIPTION_GET = f"SELECT {_SUB_COLS} FROM subscriptions WHERE subscription_id
 SUBSCRIPTION_EXPIRING = (
     f"SELECT {_SUB_COLS} FROM subscriptions WHERE expires_at < ? AND state <> 'removed' "
     "ORDER BY expires_at, subscription_id"
+)
+
+# -- validation handshakes, subscription setup -----------------------------------------------
+
+HANDSHAKE_SWEEP = "DELETE FROM handshakes WHERE expires_at <= ?"
+HANDSHAKE_INSERT = "INSERT INTO handshakes (handshake_id, kinds, expires_at) VALUES (?, ?, ?)"
+HANDSHAKE_DELETE = "DELETE FROM handshakes WHERE handshake_id = ?"
+HANDSHAKE_PENDING = "SELECT 1 FROM handshakes WHERE expires_at > ? AND kinds LIKE ? LIMIT 1"
+
+_SETUP_COLS = "org_id, external_id, attempts, created_at, last_reason"
+SETUP_INSERT = (
+    "INSERT INTO subscription_setups (org_id, external_id, state, not_before, created_at, "
+    "attempts, keep_until) VALUES (?, ?, 'pending', ?, ?, 0, ?) "
+    "ON CONFLICT (org_id, external_id) DO NOTHING"
+)
+SETUP_LEASE = (
+    "UPDATE subscription_setups SET state = 'leased', leased_by = ?, lease_until = ?, "
+    "attempts = attempts + 1 WHERE (org_id, external_id) IN (SELECT org_id, external_id "
+    "FROM subscription_setups WHERE (state = 'pending' AND not_before <= ?) "
+    "OR (state = 'leased' AND lease_until <= ?) "
+    f"ORDER BY not_before, created_at LIMIT ? {SKIP_LOCKED}) "
+    f"RETURNING {_SETUP_COLS}"
+)
+_SETUP_OWNED = "WHERE org_id = ? AND external_id = ? AND state = 'leased' AND leased_by = ?"
+SETUP_DONE = (
+    f"UPDATE subscription_setups SET state = 'done', finished_at = ?, lease_until = NULL "
+    f"{_SETUP_OWNED}"
+)
+"""``leased_by`` stays: the subscription insert that follows in the same transaction checks it."""
+SUBSCRIPTION_UPSERT_SET_UP = (
+    f"INSERT INTO subscriptions ({_SUB_COLS}) SELECT CAST(? AS TEXT), CAST(? AS TEXT), "
+    "CAST(? AS TEXT), ?, ?, CAST(? AS TEXT) WHERE EXISTS (SELECT 1 FROM subscription_setups "
+    "WHERE org_id = ? AND external_id = ? AND state = 'done' AND leased_by = ?) "
+    "ON CONFLICT (subscription_id) DO UPDATE SET external_id = excluded.external_id, "
+    "client_state = excluded.client_state, expires_at = excluded.expires_at, "
+    "state = excluded.state WHERE subscriptions.org_id = excluded.org_id "
+    "RETURNING subscription_id"
+)
+""":data:`SUBSCRIPTION_UPSERT`, only once the worker finished the meeting's setup."""
+SETUP_RETRY = (
+    "UPDATE subscription_setups SET state = 'pending', not_before = ?, last_reason = ?, "
+    f"leased_by = NULL, lease_until = NULL {_SETUP_OWNED}"
+)
+SETUP_ABANDON = (
+    "UPDATE subscription_setups SET state = 'abandoned', last_reason = ?, finished_at = ?, "
+    f"leased_by = NULL, lease_until = NULL {_SETUP_OWNED}"
+)
+SETUP_SWEEP_MISSING = (
+    "INSERT INTO subscription_setups (org_id, external_id, state, not_before, created_at, "
+    "attempts, keep_until) SELECT m.org_id, m.external_id, 'pending', ?, ?, 0, m.end_at + ? "
+    "FROM meetings AS m WHERE m.state = 'active' AND m.end_at > ? AND NOT EXISTS ("
+    "SELECT 1 FROM subscription_setups AS s WHERE s.org_id = m.org_id "
+    "AND s.external_id = m.external_id) AND NOT EXISTS (SELECT 1 FROM subscriptions AS u "
+    "WHERE u.org_id = m.org_id AND u.external_id = m.external_id AND u.state <> 'removed') "
+    "ON CONFLICT (org_id, external_id) DO NOTHING"
+)
+"""Arguments: now, now, how long to keep a finished row after the meeting's end, the oldest end."""
+SETUP_COUNTS = (
+    "SELECT state, COUNT(*), SUM(CASE WHEN last_reason IS NULL THEN 0 ELSE 1 END) "
+    "FROM subscription_setups GROUP BY state"
+)
+SETUP_PURGE = (
+    "DELETE FROM subscription_setups WHERE state IN ('done', 'abandoned') AND keep_until <= ? "
+    "AND (org_id, external_id) IN (SELECT org_id, external_id FROM subscription_setups "
+    f"WHERE state IN ('done', 'abandoned') AND keep_until <= ? LIMIT ? {SKIP_LOCKED})"
 )
 
 # -- inbox -----------------------------------------------------------------------------------

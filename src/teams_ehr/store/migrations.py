@@ -136,6 +136,26 @@ def _retention(ts: str) -> tuple[str, ...]:
     )
 
 
+def _attendance_setup(ts: str) -> tuple[str, ...]:
+    """Version 3: validation-handshake windows, one row each (``handshake_id`` is random, no
+    organization data), the durable queue of meeting subscriptions still to create, one row per
+    meeting (docs/guides/attendance.md#subscription-setup), and the indexes its sweep for
+    meetings without a setup uses."""
+    return (
+        f"CREATE TABLE handshakes (handshake_id TEXT PRIMARY KEY, kinds TEXT NOT NULL, "
+        f"expires_at {ts} NOT NULL)",
+        "CREATE INDEX handshakes_expiry ON handshakes (expires_at)",
+        f"CREATE TABLE subscription_setups (org_id TEXT NOT NULL, external_id TEXT NOT NULL, "
+        "state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done', 'abandoned')), "
+        f"not_before {ts} NOT NULL, created_at {ts} NOT NULL, attempts INTEGER NOT NULL, "
+        f"last_reason TEXT, leased_by TEXT, lease_until {ts}, finished_at {ts}, "
+        f"keep_until {ts} NOT NULL, PRIMARY KEY (org_id, external_id))",
+        "CREATE INDEX subscription_setups_due ON subscription_setups (state, not_before)",
+        "CREATE INDEX meetings_end ON meetings (end_at)",
+        "CREATE INDEX subscriptions_meeting ON subscriptions (org_id, external_id)",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -154,6 +174,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         name="retention: outbox dead_at, inbox processed index",
         sqlite=_retention("INTEGER"),
         postgres=_retention("TIMESTAMPTZ"),
+    ),
+    Migration(
+        version=3,
+        name="attendance: handshake windows, subscription setup queue",
+        sqlite=_attendance_setup("INTEGER"),
+        postgres=_attendance_setup("TIMESTAMPTZ"),
     ),
 )
 

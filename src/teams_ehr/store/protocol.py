@@ -100,6 +100,22 @@ class PendingAuthorizationStore(Protocol):
         (an expired row is removed too). A second take of the same key returns ``None``."""
         ...
 
+    async def replace_pending(
+        self,
+        key: str,
+        *,
+        org_id: str,
+        payload: bytes,
+        expires_at: datetime,
+        now: datetime,
+        keep_live: bool = False,
+    ) -> bytes:
+        """In one transaction, put ``payload`` under ``key`` in place of whatever is there; with
+        ``keep_live`` a payload still live at ``now`` is kept instead (its expiry becomes
+        ``expires_at``). Returns the payload the key now holds; a key held by another ``org_id``
+        raises :class:`~teams_ehr.errors.StorageConflictError` and changes nothing."""
+        ...
+
 
 class NonceStore(Protocol):
     async def remember_once(self, namespace: str, key: str, *, expires_at: datetime) -> bool:
@@ -202,6 +218,91 @@ class SubscriptionStore(Protocol):
     async def get_subscription(self, subscription_id: str) -> SubscriptionRow | None: ...
 
     async def list_subscriptions_expiring(self, before: datetime) -> Sequence[SubscriptionRow]: ...
+
+
+class HandshakeStore(Protocol):
+    """Webhook validation windows shared by every instance (requirement C6; threat T21): one
+    row per window, however long it lasts."""
+
+    async def open_handshake(
+        self, handshake_id: str, kinds: Sequence[str], *, expires_at: datetime
+    ) -> None:
+        """Record a window for ``kinds`` (lower-case words) until ``expires_at``; windows that
+        have expired are deleted in the same transaction."""
+        ...
+
+    async def close_handshake(self, handshake_id: str) -> None:
+        """Delete the window (closing early; unknown ids are ignored)."""
+        ...
+
+    async def handshake_pending(self, kind: str, *, now: datetime) -> bool:
+        """Whether a window for ``kind`` is open at ``now`` (a read: probes write nothing)."""
+        ...
+
+
+SetupState = Literal["pending", "leased", "done", "abandoned"]
+SetupCounts = dict[str, int]
+"""Subscription setups per state (``pending``, ``leased``, ``done``, ``abandoned``) and
+``retrying``: pending or leased setups that failed at least once."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSetup:
+    """A meeting whose call-event subscription is still to be created (or was)."""
+
+    org_id: str
+    external_id: str
+    attempts: int
+    created_at: datetime
+    last_reason: str | None = None
+
+
+class SubscriptionSetupStore(Protocol):
+    """The durable queue of meeting subscriptions to create (requirement D1): one row per
+    meeting, leased like the outbox (``SKIP LOCKED``), so one instance at a time works on it."""
+
+    async def request_subscription_setup(
+        self, org_id: str, external_id: str, *, now: datetime, keep_until: datetime
+    ) -> bool:
+        """Queue the meeting, due ``now``; ``False`` if it is already queued or done (the row is
+        kept until ``keep_until`` once finished, so a repeat launch does not subscribe again)."""
+        ...
+
+    async def request_missing_subscription_setups(
+        self, *, now: datetime, ended_after: datetime, keep_for: timedelta
+    ) -> int:
+        """Queue every active meeting ending after ``ended_after`` that has neither a setup row
+        nor a live subscription (a launch that died between storing its meeting and queueing
+        it); finished rows are kept ``keep_for`` after the meeting's end. Returns how many."""
+        ...
+
+    async def lease_subscription_setups(
+        self, *, worker: str, limit: int, now: datetime, lease_until: datetime
+    ) -> Sequence[SubscriptionSetup]:
+        """Lease due setups (expired leases return); ``attempts`` counts leases."""
+        ...
+
+    async def complete_subscription_setup(self, row: SubscriptionRow, *, worker: str) -> bool:
+        """Store ``row`` (as :meth:`SubscriptionStore.put_subscription`) and mark the setup of
+        its meeting done, in one transaction; ``False`` (and nothing stored) if the lease was
+        lost."""
+        ...
+
+    async def retry_subscription_setup(
+        self, org_id: str, external_id: str, *, worker: str, not_before: datetime, reason: str
+    ) -> bool: ...
+
+    async def abandon_subscription_setup(
+        self, org_id: str, external_id: str, *, worker: str, reason: str
+    ) -> bool:
+        """Stop trying (the visit is over or cancelled); the row stays, counted ``abandoned``."""
+        ...
+
+    async def subscription_setup_counts(self) -> SetupCounts: ...
+
+    async def purge_subscription_setups(self, *, now: datetime, limit: int = 10_000) -> int:
+        """Delete finished setups whose ``keep_until`` has passed; returns how many."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +460,8 @@ class Store(
     MeetingStore,
     JoinLinkStore,
     SubscriptionStore,
+    HandshakeStore,
+    SubscriptionSetupStore,
     InboxStore,
     OutboxStore,
     AttendanceFactStore,

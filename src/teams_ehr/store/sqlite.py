@@ -11,10 +11,11 @@ frames are written before COMMIT returns; a power loss can roll back only a *suf
 commits, never one in the middle, so the file stays consistent. Writes that must also survive a
 power loss — the webhook inbox (invariant I1: "committed, fsync'd" before Graph gets a
 2xx), outbox enqueues, attendance facts, organizations, issuers, audit, identities, meetings,
-join links, subscriptions and the replay cache — commit with ``synchronous=FULL``: the WAL is
-fsync'd before COMMIT returns, which also makes every earlier commit durable. Leases, outbox
-marks, pending authorizations and rate counters stay NORMAL: losing one costs a redelivery (made
-idempotent by the outbox, invariant I3) or a re-launch. ``append_inbox`` writes a batch with one
+join links, subscriptions, subscription setup requests, completions and abandonments, and the
+replay cache — commit with ``synchronous=FULL``: the WAL is fsync'd before COMMIT returns, which
+also makes every earlier commit durable. Leases, outbox marks, setup retries, handshake windows,
+pending authorizations and rate counters stay NORMAL: losing one costs a redelivery (made
+idempotent by the outbox, invariant I3), a retried subscription attempt or a re-launch. ``append_inbox`` writes a batch with one
 ``executemany``, and concurrent appends share one transaction and one fsync (group commit,
 :mod:`teams_ehr.store._group_commit`), each caller returning only once its rows are durable.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -49,6 +50,12 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that remembers its ``PRAGMA synchronous`` level (set once, then on change)."""
+
+    synchronous: str = ""
+
+
 class SqliteStore(SqlStore):
     """:class:`~teams_ehr.store.protocol.Store` on one SQLite file (or ``":memory:"``)."""
 
@@ -67,7 +74,7 @@ class SqliteStore(SqlStore):
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._auto_migrate = auto_migrate
         self._hub = LocalHub(event_buffer)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: _Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._inbox_commit = GroupCommit(self._flush_inbox)
 
@@ -88,9 +95,10 @@ class SqliteStore(SqlStore):
         if self._auto_migrate:
             await self.migrate()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         conn = sqlite3.connect(
             self._path,
+            factory=_Connection,
             isolation_level=None,
             check_same_thread=False,
             timeout=self._busy_timeout_ms / 1000,
@@ -99,6 +107,7 @@ class SqliteStore(SqlStore):
         if self._path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.synchronous = "NORMAL"
         return conn
 
     async def aclose(self) -> None:
@@ -129,7 +138,7 @@ class SqliteStore(SqlStore):
 
     # -- engine -------------------------------------------------------------------------------
 
-    def _require(self) -> sqlite3.Connection:
+    def _require(self) -> _Connection:
         if self._conn is None:
             raise UsageError("the store is not open (use `async with`)", reason="store_closed")
         return self._conn
@@ -140,9 +149,18 @@ class SqliteStore(SqlStore):
     def _dec(self, value: Any) -> datetime:
         return c.from_micros(int(value))
 
+    def _span(self, value: timedelta) -> int:
+        return value // timedelta(microseconds=1)
+
     @staticmethod
-    def _transaction(conn: sqlite3.Connection, run: Callable[[], T], *, durable: bool) -> T:
-        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+    def _transaction(conn: _Connection, run: Callable[[], T], *, durable: bool) -> T:
+        """One ``BEGIN IMMEDIATE`` transaction; ``PRAGMA synchronous`` runs only when this commit
+        needs another level than the connection is at (SQLite docs "PRAGMA synchronous")."""
+        wanted = "FULL" if durable else "NORMAL"
+        if conn.synchronous != wanted:
+            conn.synchronous = ""  # unknown until the pragma has run
+            conn.execute(f"PRAGMA synchronous = {wanted}")
+            conn.synchronous = wanted
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = run()
@@ -154,13 +172,7 @@ class SqliteStore(SqlStore):
         return result
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
-        try:
-            return await anyio.to_thread.run_sync(call, limiter=self._limiter)
-        except sqlite3.IntegrityError:
-            raise StorageError("the database refused the write", reason="integrity") from None
-        except sqlite3.Error as exc:
-            log.warning("sqlite operation failed: %s", type(exc).__name__)
-            raise StorageError(f"SQLite failed ({type(exc).__name__})") from None
+        return await anyio.to_thread.run_sync(lambda: self._guarded(call), limiter=self._limiter)
 
     async def _tx(
         self, stmts: Sequence[Stmt], *, write: bool = True, durable: bool = False
@@ -185,8 +197,35 @@ class SqliteStore(SqlStore):
             return results
 
         if not write:
-            return await self._in_thread(run)
+            return await self._read_inline(run)
         return await self._in_thread(lambda: self._transaction(conn, run, durable=durable))
+
+    async def _read_inline(self, run: Callable[[], T]) -> T:
+        """A read on the event loop when the connection is idle, else in the worker thread.
+
+        A WAL reader never waits for a writer (SQLite docs "Write-Ahead Logging" §2.2), so a
+        short read costs less inline than the thread hop around it; when another task holds the
+        connection (or is queued for it) the read waits its turn in the thread as before."""
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            return await self._in_thread(run)
+        try:
+            result = self._guarded(run)
+        finally:
+            self._limiter.release()
+        await anyio.lowlevel.checkpoint()
+        return result
+
+    @staticmethod
+    def _guarded(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.IntegrityError:
+            raise StorageError("the database refused the write", reason="integrity") from None
+        except sqlite3.Error as exc:
+            log.warning("sqlite operation failed: %s", type(exc).__name__)
+            raise StorageError(f"SQLite failed ({type(exc).__name__})") from None
 
     async def _insert_inbox(self, rows: Sequence[tuple[Any, ...]]) -> int:
         return await self._inbox_commit.submit(rows)

@@ -134,7 +134,10 @@ class GraphModel(BaseModel):
     """Base of every inbound Graph model: frozen, keeps vendor extras, hides input in errors."""
 
     model_config = ConfigDict(
-        frozen=True, extra="allow", populate_by_name=True, hide_input_in_errors=True
+        frozen=True,
+        extra="allow",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -17,7 +17,6 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 __all__ = [
     "Idempotency",
@@ -45,6 +44,8 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
         return None
     if match := _FIRST_NUMBER.match(value):
         return float(match.group(1))
+    from email.utils import parsedate_to_datetime  # the rare HTTP-date form (RFC 9110 §10.2.3)
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

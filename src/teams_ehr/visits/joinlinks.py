@@ -54,8 +54,8 @@ def _default_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _invalid(reason: str) -> JoinLinkInvalidError:
-    return JoinLinkInvalidError(_INVALID_MESSAGE, reason=reason)
+def _invalid(reason: str, opens_at: datetime | None = None) -> JoinLinkInvalidError:
+    return JoinLinkInvalidError(_INVALID_MESSAGE, reason=reason, opens_at=opens_at)
 
 
 class JoinLinkService:
@@ -188,4 +188,7 @@ class JoinLinkService:
                 row.token_hash[:8],
                 extra={"security_event": reason},
             )
-        raise _invalid(reason)
+        # the holder of a genuine link that has not opened yet is told when it opens (the status
+        # stays the uniform 404; a guessed token never reaches a row)
+        opens_at = row.not_before if row is not None and reason == "not_yet_valid" else None
+        raise _invalid(reason, opens_at)

@@ -25,7 +25,7 @@ from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.smart.authorize import AuthorizationRedirect, PendingAuthorization, state_key
 from teams_ehr.smart.flows import LaunchResult
 from teams_ehr.smart.launch import admit_launch, launch_replay_key, parse_launch_request
-from teams_ehr.store.protocol import Store
+from teams_ehr.store.protocol import IssuerBinding, Store
 from teams_ehr.visits.policy import VisitPolicy
 from teams_ehr.visits.records import LaunchRole, PendingLaunch, active_org
 from teams_ehr.visits.services import OrgServices
@@ -60,6 +60,18 @@ async def send_to_authorization(
     if redirect_to.method == "POST":
         return WebResponse(200, redirect_to.html().encode("utf-8"), "text/html; charset=utf-8")
     return redirect(redirect_to.url, status=302)
+
+
+class _ReadOnce:
+    """The registry as an issuer resolver that reuses the organization this launch already read
+    (one organization read per request; the issuer claim itself is still read)."""
+
+    def __init__(self, registry: OrganizationRegistry, org: Organization | None) -> None:
+        self._registry = registry
+        self._org = org
+
+    async def resolve_issuer(self, canonical_base: str) -> IssuerBinding | None:
+        return await self._registry.resolve_issuer(canonical_base, known=self._org)
 
 
 class EhrLaunch:
@@ -102,7 +114,7 @@ class EhrLaunch:
         env = org.environment(environment) if org is not None else None
         allow_http = env is not None and env.config.allow_http
         request = parse_launch_request(params, allow_http=allow_http)
-        _, binding = await admit_launch(request, self._registry)
+        _, binding = await admit_launch(request, _ReadOnce(self._registry, org))
         if binding.org_id != org_id or binding.environment != environment:
             # threat T27 (docs/security.md): the launch URL's organization must own the issuer.
             raise UntrustedIssuerError("issuer does not belong to this launch URL")
@@ -116,7 +128,7 @@ class EhrLaunch:
         if not first:
             raise LaunchParameterError("launch value was already used", reason="launch_replayed")
         client = self._services.smart_client(org, environment, role)
-        approved = await self._registry.approved_snapshot(org_id, environment)
+        approved = self._registry.approved_snapshot_of(org, environment)
         redirect_to, pending = await client.start_launch(
             binding.canonical_base,
             org_id,

@@ -18,9 +18,11 @@ import httpx
 
 from teams_ehr._types import Clock, utc_now
 from teams_ehr.errors import IdentityBindingError
-from teams_ehr.orgs.models import EnvironmentName
+from teams_ehr.orgs.models import EnvironmentName, Organization
+from teams_ehr.orgs.registry import OrganizationRegistry
 from teams_ehr.sansio import run_async
 from teams_ehr.smart.authorize import PendingAuthorization
+from teams_ehr.smart.flows import LaunchResult
 from teams_ehr.visits.appointments import appointment_slot_flow
 from teams_ehr.visits.binding import ClinicianBinding
 from teams_ehr.visits.launch import EhrLaunch
@@ -79,6 +81,12 @@ class ProviderLaunch:
     ) -> WebResponse:
         """At ``/callback``: redeem, read the appointment, then sign in once or enter."""
         org, result = await self._launch.redeem(envelope, pending, params, session_id=session_id)
+        with OrganizationRegistry.read_for_request(org):  # one organization read per request
+            return await self._after_redeem(org, result, envelope, session_id)
+
+    async def _after_redeem(
+        self, org: Organization, result: LaunchResult, envelope: PendingLaunch, session_id: str
+    ) -> WebResponse:
         context = result.context
         if not context.user_id:
             raise IdentityBindingError("the EHR did not identify the user", reason="no_ehr_user")
