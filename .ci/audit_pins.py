@@ -7,7 +7,10 @@ per-release JSON (``/pypi/<name>/<version>/json``), which some index mirrors do 
 project JSON (``/pypi/<name>/json``) carries the known vulnerabilities of the project's latest
 release, so a pin is audited when it is that release; a pin of an older release cannot be
 audited this way and fails the run (as ``pip-audit --strict`` fails on a package it could not
-audit). Withdrawn advisories are ignored. Exit status: 0 clean, 1 vulnerable or unaudited pins,
+audit), unless ``.ci/audit-waivers.txt`` waives that exact pin until a date (a line
+``name==version until YYYY-MM-DD  # why``): for a pin the index cannot move yet, e.g. a new
+release of one package whose sibling pins it exactly. A waiver never covers a known
+vulnerability, and an expired one fails the run again. Withdrawn advisories are ignored. Exit status: 0 clean, 1 vulnerable or unaudited pins,
 2 the index could not be reached (the audit did not run).
 """
 
@@ -17,11 +20,25 @@ import json
 import os
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 INDEX = os.environ.get("TEAMS_EHR_AUDIT_INDEX", "https://pypi.org/pypi")
+WAIVERS = Path(__file__).with_name("audit-waivers.txt")
+
+
+def read_waivers(text: str) -> dict[tuple[str, str], date]:
+    """``name==version until YYYY-MM-DD  # why`` lines: the pins not audited, and until when."""
+    waivers = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pin, _, until = line.partition(" until ")
+            name, _, version = pin.strip().partition("==")
+            waivers[(name.lower(), version)] = date.fromisoformat(until.strip())
+    return waivers
 
 
 def read_pins(text: str) -> list[tuple[str, str]]:
@@ -44,13 +61,21 @@ def fetch_project(name: str) -> dict[str, Any]:
 
 
 def audit(
-    pins: list[tuple[str, str]], fetch: Callable[[str], dict[str, Any]] = fetch_project
+    pins: list[tuple[str, str]],
+    fetch: Callable[[str], dict[str, Any]] = fetch_project,
+    waivers: Mapping[tuple[str, str], date] | None = None,
+    today: date | None = None,
 ) -> list[str]:
     """One line per vulnerable or unaudited pin; ``fetch`` errors propagate (no audit)."""
     problems = []
+    today = today or date.today()
     for name, version in pins:
         project = fetch(name)
         latest = project["info"]["version"]
+        until = (waivers or {}).get((name.lower(), version))
+        if latest != version and until is not None and today <= until:
+            print(f"{name} {version}: not audited, waived until {until} (.ci/audit-waivers.txt)")
+            continue
         if latest != version:
             problems.append(
                 f"{name} {version}: not audited (the advisory data covers the latest release, "
@@ -74,7 +99,8 @@ def main(
         return 2
     pins = read_pins(Path(args[0]).read_text(encoding="utf-8"))
     try:
-        problems = audit(pins, fetch)
+        waivers = read_waivers(WAIVERS.read_text(encoding="utf-8")) if WAIVERS.exists() else {}
+        problems = audit(pins, fetch, waivers)
     except OSError as error:
         print(
             f"the audit did not run: the package index's advisory data at {INDEX} could not be "

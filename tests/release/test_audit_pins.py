@@ -77,3 +77,26 @@ def test_the_exit_status_says_clean_or_not(
     assert "1 pinned packages, no known vulnerabilities" in capsys.readouterr().out
     lock.write_text("vulnerable==2.0\n", encoding="utf-8")
     assert audit_pins.main([str(lock)], PROJECTS.__getitem__) == 1
+
+
+def test_a_waiver_covers_only_its_unaudited_pin_and_only_until_its_date() -> None:
+    waivers = audit_pins.read_waivers(
+        "# why\nmoved-on==3.0 until 2026-12-18  # sibling pins it\nvulnerable==2.0 until 2099-01-01\n"
+    )
+    day = audit_pins.date(2026, 12, 18)
+    pins = [("Moved-On", "3.0"), ("vulnerable", "2.0")]
+    problems = audit_pins.audit(pins, lambda n: PROJECTS[n.lower()], waivers, day)
+    assert [p.split(":")[0] for p in problems] == ["vulnerable 2.0", "vulnerable 2.0"]
+    later = audit_pins.audit(pins[:1], lambda n: PROJECTS[n.lower()], waivers, day.replace(day=19))
+    assert len(later) == 1
+    assert "not audited" in later[0]
+    assert audit_pins.audit([("moved-on", "3.1")], PROJECTS.__getitem__, waivers, day) == []
+
+
+def test_the_checked_in_waivers_parse() -> None:
+    assert all(
+        isinstance(until, audit_pins.date)
+        for until in audit_pins.read_waivers(
+            (ROOT / ".ci" / "audit-waivers.txt").read_text()
+        ).values()
+    )
